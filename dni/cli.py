@@ -1,0 +1,172 @@
+"""The `dni` command: serve, demo, load and export sites, pool health, benchmarks."""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import tomli_w
+from sqlalchemy.orm import Session, sessionmaker
+
+from dni.config import Settings, SettingsError
+from dni.errors import ConfigError
+
+
+def _settings() -> Settings:
+    try:
+        return Settings.from_env()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _sessions(settings: Settings) -> sessionmaker[Session]:
+    from dni.db import make_engine, make_sessionmaker, upgrade_database
+
+    upgrade_database(settings.effective_database_url)
+    return make_sessionmaker(make_engine(settings.effective_database_url))
+
+
+@click.group()
+def main() -> None:
+    """dni: call tracking with dynamic number insertion."""
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="host:port to listen on")
+@click.option("--workers", type=int, default=None, help="gunicorn workers (default 2 per core)")
+def serve(bind: str, workers: int | None) -> None:
+    """Run the service under gunicorn (starting a private Redis if DNI_REDIS_URL is unset)."""
+    from dni import create_app
+    from dni.serve import embedded_stores, run_gunicorn
+
+    try:
+        with embedded_stores(_settings()):
+            run_gunicorn(create_app, bind, workers)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.option("--bind", default="127.0.0.1:8000", show_default=True)
+def demo(bind: str) -> None:
+    """Serve a demo shop page with the snippet on it, on a demo site."""
+    from dni import create_app
+    from dni.demo import DEMO_SITES
+    from dni.serve import embedded_stores, run_gunicorn
+    from dni.sitefile import load_sites, parse_sites
+
+    settings = _settings()
+    try:
+        with embedded_stores(settings):
+            with _sessions(settings).begin() as session:
+                load_sites(session, parse_sites(DEMO_SITES), datetime.now(UTC))
+            click.echo(f"dni demo: open http://{bind}/demo in a browser (Ctrl-C stops)")
+            run_gunicorn(create_app, bind, 2)
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+@main.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def load(file: Path) -> None:
+    """Load sites, pools and numbers from a sites.toml file (idempotent)."""
+    from dni.sitefile import load_sites, parse_sites
+
+    try:
+        specs = parse_sites(file.read_text(encoding="utf-8"))
+        with _sessions(_settings()).begin() as session:
+            report = load_sites(session, specs, datetime.now(UTC))
+    except ConfigError as exc:
+        click.echo(f"{file}: {exc.message}", err=True)
+        for path, problem in exc.fields.items():
+            click.echo(f"  {path}: {problem}", err=True)
+        sys.exit(1)
+    click.echo(
+        f"loaded {len(report.sites)} site(s): {', '.join(report.sites)}; "
+        f"{report.numbers_added} number(s) added, {report.numbers_retired} retired, "
+        f"{report.pools_retired} pool(s) retired"
+    )
+
+
+@main.command()
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def export(output: Path | None) -> None:
+    """Write the current configuration as a sites.toml file (stdout by default)."""
+    from dni.sitefile import export_sites
+
+    with _sessions(_settings())() as session:
+        text = tomli_w.dumps(export_sites(session))
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+@main.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Upgrade the database schema to the newest revision."""
+    from dni.db import upgrade_database
+
+    upgrade_database(_settings().effective_database_url)
+    click.echo("database is at the newest revision")
+
+
+@main.command()
+def flush() -> None:
+    """Write pending heartbeats and page views from Redis to SQL now."""
+    from dni.history import flush_history
+    from dni.pools import Scripts
+    from dni.redisdb import connect_redis
+    from dni.visits import Stores
+
+    settings = _settings()
+    stores = Stores(connect_redis(settings), Scripts(), _sessions(settings))
+    done = flush_history(stores)
+    click.echo(f"flushed {done.leases} lease(s) and {done.visits} visit(s)")
+
+
+@main.command()
+@click.option("--site", "site_key", default=None, help="only this site")
+def pools(site_key: str | None) -> None:
+    """Pool health: size, live leases, peak concurrency and overflows."""
+    from dni.pools import pool_health
+    from dni.redisdb import connect_redis
+    from dni.sites import read_all_sites
+
+    settings = _settings()
+    client = connect_redis(settings)
+    with _sessions(settings)() as session:
+        sites = [s for s in read_all_sites(session) if site_key in (None, s.key)]
+    now = datetime.now(UTC)
+    click.echo(
+        f"{'site':<16}{'pool':<16}{'size':>8}{'in use':>8}{'peak':>8}{'fallback':>10}{'shared':>8}"
+    )
+    for site in sites:
+        for pool in site.pools:
+            h = pool_health(client, pool, now)
+            click.echo(
+                f"{site.key:<16}{pool.name:<16}{h.size:>8}{h.in_use:>8}{h.peak:>8}"
+                f"{h.overflow_fallback:>10}{h.overflow_share:>8}"
+            )
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print figures (DESIGN §7)."""
+
+
+@bench.command("visits")
+@click.option("--seconds", default=10, show_default=True, help="length of each load run")
+@click.option("--connections", default=32, show_default=True)
+def bench_visits(seconds: int, connections: int) -> None:
+    """Throughput and latency of new visits and heartbeats against a hello-world route."""
+    from dni.bench import run_visit_benchmark
+
+    run_visit_benchmark(seconds, connections, click.echo)

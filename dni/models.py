@@ -1,0 +1,196 @@
+"""The SQL records: sites and their number pools (configuration), visits and lease history.
+
+Phone numbers are E.164 in `*_e164` columns; every timestamp is timezone-aware UTC.
+Schema changes go through Alembic revisions in `dni/migrations/versions/`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp that is always aware UTC in Python, whatever the database keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON}
+
+
+class Site(Base):
+    __tablename__ = "sites"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    domains: Mapped[list[str]] = mapped_column(JSON, default=list)
+    timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
+    country: Mapped[str] = mapped_column(String(2), default="CN")
+    forward_to_e164: Mapped[str | None] = mapped_column(String(20))
+    # Secrets are stored as written in the sites file: a literal or an "env:NAME" reference.
+    twilio_auth_token: Mapped[str | None] = mapped_column(String(200))
+    cdr_secret: Mapped[str | None] = mapped_column(String(200))
+    keyword_param: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    pools: Mapped[list[Pool]] = relationship(
+        back_populates="site", order_by="Pool.position", cascade="all, delete-orphan"
+    )
+    source_numbers: Mapped[list[SourceNumber]] = relationship(
+        back_populates="site", order_by="SourceNumber.position", cascade="all, delete-orphan"
+    )
+
+
+class Pool(Base):
+    __tablename__ = "pools"
+    __table_args__ = (UniqueConstraint("site_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    target_e164: Mapped[str] = mapped_column(String(20))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    match: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    lease_seconds: Mapped[int] = mapped_column(Integer, default=1800)
+    grace_seconds: Mapped[int] = mapped_column(Integer, default=7200)
+    heartbeat_seconds: Mapped[int] = mapped_column(Integer, default=60)
+    overflow: Mapped[str] = mapped_column(String(16), default="fallback")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    site: Mapped[Site] = relationship(back_populates="pools")
+    numbers: Mapped[list[TrackingNumber]] = relationship(
+        back_populates="pool", order_by="TrackingNumber.id", cascade="all, delete-orphan"
+    )
+
+
+class TrackingNumber(Base):
+    """One leasable slot: a number of its own, or an extension of the pool's 400 number."""
+
+    __tablename__ = "tracking_numbers"
+    __table_args__ = (UniqueConstraint("pool_id", "number_e164", "extension"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id"), index=True)
+    number_e164: Mapped[str] = mapped_column(String(20), index=True)
+    # "" when the slot is a whole number.
+    extension: Mapped[str] = mapped_column(String(8), default="")
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+    retired_at: Mapped[datetime | None] = mapped_column()
+
+    pool: Mapped[Pool] = relationship(back_populates="numbers")
+
+
+class SourceNumber(Base):
+    """A static number shown to every visitor of one traffic source: no lease."""
+
+    __tablename__ = "source_numbers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
+    number_e164: Mapped[str] = mapped_column(String(20), index=True)
+    extension: Mapped[str] = mapped_column(String(8), default="")
+    target_e164: Mapped[str] = mapped_column(String(20))
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    match: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+    site: Mapped[Site] = relationship(back_populates="source_numbers")
+
+
+class Visit(Base):
+    """One visitor's session, with the traffic that brought them and their device."""
+
+    __tablename__ = "visits"
+    __table_args__ = (Index("ix_visits_site_started", "site_id", "started_at"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    visitor_id: Mapped[str] = mapped_column(String(64), index=True)
+    started_at: Mapped[datetime] = mapped_column()
+    last_seen_at: Mapped[datetime] = mapped_column()
+    landing_page: Mapped[str] = mapped_column(Text)
+    referrer: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(200))
+    medium: Mapped[str] = mapped_column(String(200))
+    campaign: Mapped[str] = mapped_column(String(200), default="")
+    term: Mapped[str] = mapped_column(String(200), default="")
+    content: Mapped[str] = mapped_column(String(200), default="")
+    click_id_type: Mapped[str] = mapped_column(String(16), default="")
+    click_id: Mapped[str] = mapped_column(String(512), default="")
+    click_ids: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    device: Mapped[str] = mapped_column(String(16), default="")
+    browser: Mapped[str] = mapped_column(String(64), default="")
+    os: Mapped[str] = mapped_column(String(64), default="")
+    user_agent: Mapped[str] = mapped_column(String(512), default="")
+    ip: Mapped[str] = mapped_column(String(45), default="")
+    pages_viewed: Mapped[int] = mapped_column(Integer, default=1)
+    last_url: Mapped[str] = mapped_column(Text, default="")
+
+
+class Lease(Base):
+    """A slot held by a visit from `started_at` until `expires_at` (moved by heartbeats)."""
+
+    __tablename__ = "leases"
+    __table_args__ = (
+        UniqueConstraint("pool_id", "seq"),
+        Index("ix_leases_number_started", "number_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    pool_id: Mapped[int] = mapped_column(ForeignKey("pools.id"))
+    # Assigned by the pool's Lua script, so Redis and SQL name a lease the same way.
+    seq: Mapped[int] = mapped_column(Integer)
+    number_id: Mapped[int] = mapped_column(ForeignKey("tracking_numbers.id"))
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id"), index=True)
+    visitor_id: Mapped[str] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column()
+    last_seen_at: Mapped[datetime] = mapped_column()
+    expires_at: Mapped[datetime] = mapped_column()
+    # True when the pool overflowed and this lease shares its slot with others.
+    shared: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class VisitEvent(Base):
+    """A signal sent by the snippet during a visit, such as a tap on a tel: link."""
+
+    __tablename__ = "visit_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    number: Mapped[str] = mapped_column(String(40), default="")
+    at: Mapped[datetime] = mapped_column()

@@ -1,0 +1,238 @@
+"""Number pools in Redis: leasing, renewing, syncing with SQL, draining history, pool health.
+
+Every key of a pool shares the hash tag `{pool:ID}`, so each Lua script touches one Redis
+Cluster slot. Redis holds the live state; SQL holds the history and can rebuild Redis.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+from redis.cluster import RedisCluster
+from redis.exceptions import NoScriptError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from dni.models import Lease
+from dni.sites import PoolConfig
+
+RedisClient = Redis | RedisCluster
+LUA = Path(__file__).parent / "lua"
+KEY_NAMES = ("meta", "free", "busy", "holders", "visitors", "seen", "stats")
+# Expired slots returned to the free set per lease call; bounds the script's run time.
+MAX_RECLAIM = 64
+Call = tuple[str, list[str], list[Any]]
+
+
+def pool_keys(pool_id: int) -> list[str]:
+    return [f"dni:{{pool:{pool_id}}}:{name}" for name in KEY_NAMES]
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class LeaseOutcome:
+    """What a lease call did in one pool. `slot` is None when the pool fell back."""
+
+    pool: PoolConfig
+    outcome: str  # "new", "renewed", "shared" or "fallback"
+    slot: int | None = None
+    seq: int = 0
+    shared: bool = False
+    ended_seq: int = 0
+
+
+@dataclass(frozen=True)
+class LeaseRequest:
+    pool: PoolConfig
+    visitor: str
+    visit: str
+
+
+class Scripts:
+    """The Lua scripts, loaded once per client and reloaded if Redis forgets them."""
+
+    def __init__(self) -> None:
+        self.source = {
+            name: (LUA / f"{name}.lua").read_text() for name in ("lease", "sync", "drain")
+        }
+        self.sha: dict[str, str] = {}
+
+    def load(self, client: RedisClient) -> None:
+        for name, text in self.source.items():
+            self.sha[name] = str(client.script_load(text))
+
+    def run(self, client: RedisClient, calls: Sequence[Call]) -> list[Any]:
+        """Run several scripts in one pipelined round trip."""
+        return self.execute(client, lambda pipe: self.add(pipe, calls))
+
+    def add(self, pipe: Any, calls: Sequence[Call]) -> None:
+        for name, keys, args in calls:
+            pipe.evalsha(self.sha[name], len(keys), *keys, *args)
+
+    def execute(self, client: RedisClient, build: Callable[[Any], None]) -> list[Any]:
+        """Build a pipeline with `build` and run it, loading the scripts if Redis lacks them.
+
+        On a Redis that lost its scripts the pipeline runs a second time, so everything
+        `build` adds must be safe to repeat.
+        """
+        if not self.sha:
+            self.load(client)
+        try:
+            return self._execute(client, build)
+        except NoScriptError:
+            self.load(client)
+            return self._execute(client, build)
+
+    @staticmethod
+    def _execute(client: RedisClient, build: Callable[[Any], None]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        build(pipe)
+        return list(pipe.execute())
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def lease_calls(requests: Sequence[LeaseRequest], now: datetime) -> list[Call]:
+    """The script calls that lease (or renew) one slot per request, for a shared pipeline."""
+    now_ms = to_ms(now)
+    return [
+        (
+            "lease",
+            pool_keys(r.pool.id),
+            [
+                r.pool.version,
+                now_ms,
+                r.pool.lease_seconds * 1000,
+                r.visitor,
+                r.visit,
+                r.pool.overflow,
+                MAX_RECLAIM,
+            ],
+        )
+        for r in requests
+    ]
+
+
+def read_lease_results(
+    requests: Sequence[LeaseRequest], raw_results: Sequence[Any]
+) -> list[LeaseOutcome | None]:
+    """Turn lease script replies into outcomes; None marks a pool that must be synced first."""
+    results: list[LeaseOutcome | None] = []
+    for request, raw in zip(requests, raw_results, strict=True):
+        outcome = _text(raw[0])
+        if outcome == "resync":
+            results.append(None)
+        elif outcome == "fallback":
+            results.append(LeaseOutcome(request.pool, "fallback"))
+        else:
+            results.append(
+                LeaseOutcome(
+                    pool=request.pool,
+                    outcome=outcome,
+                    slot=int(raw[1]),
+                    seq=int(raw[2]),
+                    shared=bool(int(raw[3])),
+                    ended_seq=int(raw[4]),
+                )
+            )
+    return results
+
+
+def lease_slots(
+    client: RedisClient, scripts: Scripts, requests: Sequence[LeaseRequest], now: datetime
+) -> list[LeaseOutcome | None]:
+    """Lease (or renew) one slot per request in one round trip."""
+    return read_lease_results(requests, scripts.run(client, lease_calls(requests, now)))
+
+
+def sync_pool(
+    client: RedisClient, scripts: Scripts, session: Session, pool: PoolConfig, now: datetime
+) -> str:
+    """Make Redis hold `pool`'s active slots, rebuilding live leases from SQL if Redis lost them.
+
+    Returns "rebuilt", "updated" or "current".
+    """
+    now_ms = to_ms(now)
+    released = dict(
+        session.execute(
+            select(Lease.number_id, func.max(Lease.expires_at))
+            .where(Lease.pool_id == pool.id)
+            .group_by(Lease.number_id)
+        ).all()
+    )
+    live = session.scalars(
+        select(Lease).where(Lease.pool_id == pool.id, Lease.expires_at >= now)
+    ).all()
+    max_seq = session.scalar(select(func.max(Lease.seq)).where(Lease.pool_id == pool.id)) or 0
+    spec = {
+        "slots": {
+            # Never used: before any released slot, in id order.
+            str(slot): min(to_ms(released[slot]), now_ms) if slot in released else slot
+            for slot in pool.slots
+        },
+        "live": [
+            {
+                "slot": x.number_id,
+                "l": x.seq,
+                "v": x.visitor_id,
+                "s": x.visit_id,
+                "e": to_ms(x.expires_at),
+            }
+            for x in live
+        ],
+    }
+    (result,) = scripts.run(
+        client, [("sync", pool_keys(pool.id), [pool.version, now_ms, max_seq, json.dumps(spec)])]
+    )
+    return _text(result)
+
+
+def drain(client: RedisClient, scripts: Scripts, keys: Sequence[str]) -> list[dict[str, str]]:
+    """Empty several hashes of pending updates atomically each; one round trip."""
+    raw = scripts.run(client, [("drain", [k], []) for k in keys])
+    drained = []
+    for flat in raw:
+        items = [_text(v) for v in flat]
+        drained.append(dict(zip(items[::2], items[1::2], strict=True)))
+    return drained
+
+
+@dataclass(frozen=True)
+class PoolHealth:
+    pool_id: int
+    size: int
+    in_use: int
+    peak: int
+    leases: int
+    overflow_fallback: int
+    overflow_share: int
+
+
+def pool_health(client: RedisClient, pool: PoolConfig, now: datetime) -> PoolHealth:
+    """Size, live leases, peak concurrency and overflow counters of one pool."""
+    keys = dict(zip(KEY_NAMES, pool_keys(pool.id), strict=True))
+    pipe = client.pipeline(transaction=False)
+    pipe.zcount(keys["busy"], to_ms(now), "+inf")
+    pipe.hgetall(keys["stats"])
+    in_use, stats = pipe.execute()
+    counters = {_text(k): int(v) for k, v in stats.items()}
+    return PoolHealth(
+        pool_id=pool.id,
+        size=len(pool.slots),
+        in_use=int(in_use),
+        peak=counters.get("peak", 0),
+        leases=counters.get("leases", 0),
+        overflow_fallback=counters.get("overflow_fallback", 0),
+        overflow_share=counters.get("overflow_share", 0),
+    )

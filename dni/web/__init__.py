@@ -1,0 +1,1 @@
+"""HTTP layer: one blueprint per audience, thin handlers over the domain modules."""

@@ -1,0 +1,59 @@
+"""Plain functions that build test data: sites files and loaded sites."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from dni.sitefile import LoadReport, load_sites, parse_sites
+
+SHOP = """
+[[site]]
+key = "shop"
+domains = ["shop.example.cn", "*.example.com.cn", "localhost", "127.0.0.1"]
+timezone = "Asia/Shanghai"
+country = "CN"
+forward_to = "+862161234567"
+keyword_param = "kw"
+
+[[site.pool]]
+name = "paid"
+target = "400-888-1234"
+numbers = {paid}
+match = {{ medium = ["cpc", "paid"] }}
+lease_seconds = 1800
+grace_seconds = 7200
+overflow = "{overflow}"
+
+[[site.pool]]
+name = "everyone"
+target = "400-888-1234"
+extensions = "8000-{last_ext}"
+match = "*"
+
+[[site.source_number]]
+number = "400-200-0001"
+target = "400-888-1234"
+match = {{ source = "baidu", medium = "organic" }}
+"""
+
+PAID = ["400-100-0001", "400-100-0002", "400-100-0003"]
+DESKTOP_UA = (
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/124.0.0.0 Safari/537.36"
+)
+MOBILE_UA = (
+    "Mozilla/5.0 (Linux; Android 13; V2227A) AppleWebKit/537.36 (KHTML, like Gecko) "
+    "Chrome/120.0.0.0 Mobile Safari/537.36"
+)
+
+
+def shop_toml(paid: list[str] | None = None, overflow: str = "fallback", extensions: int = 10) -> str:
+    numbers = "[" + ", ".join(f'"{n}"' for n in (PAID if paid is None else paid)) + "]"
+    return SHOP.format(paid=numbers, overflow=overflow, last_ext=8000 + extensions - 1)
+
+
+def load_toml(sessions: sessionmaker[Session], text: str, now: datetime | None = None) -> LoadReport:
+    with sessions.begin() as session:
+        return load_sites(session, parse_sites(text), now or datetime.now(UTC))

@@ -1,0 +1,194 @@
+"""The snippet API end to end through Flask, on a real Redis and real SQL."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from flask.testing import FlaskClient
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dni.models import Lease, Visit, VisitEvent
+from tests.conftest import Clock
+from tests.factories import MOBILE_UA
+
+pytestmark = pytest.mark.usefixtures("shop")
+
+PAID_URL = "https://shop.example.cn/flowers?utm_source=baidu&utm_medium=cpc&utm_term=%E9%B2%9C%E8%8A%B1"
+
+
+def post(client: FlaskClient, path: str, body: Any, **headers: str) -> Any:
+    data = body if isinstance(body, (str, bytes)) else json.dumps(body)
+    return client.post(path, data=data, content_type="text/plain", headers=headers)
+
+
+def visit(client: FlaskClient, visitor: str = "visitor-0001", url: str = PAID_URL, **extra: Any) -> Any:
+    body = {"site": "shop", "visitor": visitor, "url": url, "referrer": "", **extra}
+    return post(client, "/v1/visits", body, Origin="https://shop.example.cn")
+
+
+def test_paid_visit_gets_a_pool_number(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    response = visit(client)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["visitor"] == "visitor-0001"
+    assert body["numbers"] == [
+        {"target": "+864008881234", "number": "+864001000001", "extension": None}
+    ]
+    assert body["heartbeat"] == 60
+    assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example.cn"
+    with sessions() as session:
+        row = session.get(Visit, body["visit"])
+        assert row is not None
+        assert (row.source, row.medium, row.term) == ("baidu", "cpc", "鲜花")
+        assert row.device == "desktop"
+        lease = session.scalars(select(Lease)).one()
+        assert lease.visit_id == body["visit"]
+
+
+def test_unmatched_traffic_gets_an_extension_of_the_400_number(client: FlaskClient) -> None:
+    body = visit(client, url="https://shop.example.cn/").get_json()
+    assert body["numbers"] == [
+        {"target": "+864008881234", "number": "+864008881234", "extension": "8000"}
+    ]
+
+
+def test_source_number_wins_over_pools(client: FlaskClient) -> None:
+    body = post(
+        client,
+        "/v1/visits",
+        {"site": "shop", "visitor": "visitor-0002", "url": "https://shop.example.cn/",
+         "referrer": "https://www.baidu.com/s?wd=flowers"},
+    ).get_json()  # fmt: skip
+    assert body["numbers"] == [
+        {"target": "+864008881234", "number": "+864002000001", "extension": None}
+    ]
+
+
+def test_same_visitor_keeps_visit_and_number_across_pages(client: FlaskClient) -> None:
+    first = visit(client).get_json()
+    second = visit(client, url="https://shop.example.cn/checkout").get_json()
+    assert second["visit"] == first["visit"]
+    assert second["numbers"] == first["numbers"]
+
+
+def test_new_click_starts_a_new_visit(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    first = visit(client).get_json()
+    second = visit(client, url="https://shop.example.cn/?gclid=abc123").get_json()
+    assert second["visit"] != first["visit"]
+    with sessions() as session:
+        row = session.get(Visit, second["visit"])
+        assert row is not None and (row.source, row.click_id) == ("google", "abc123")
+
+
+def test_bot_visit_takes_no_pool_number(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    bot = "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)"
+    response = client.post(
+        "/v1/visits",
+        data=json.dumps({"site": "shop", "visitor": "visitor-bot1", "url": PAID_URL}),
+        headers={"User-Agent": bot},
+    )
+    assert response.get_json()["numbers"] == []
+    assert response.get_json()["visit"] is None
+    with sessions() as session:
+        assert session.scalars(select(Lease)).all() == []
+
+
+def test_opted_out_visitor_keeps_the_shops_number(client: FlaskClient) -> None:
+    assert visit(client, opt_out=True).get_json()["numbers"] == []
+
+
+def test_heartbeat_renews_and_counts_page_views(
+    client: FlaskClient, clock: Clock, rt: Any, sessions: sessionmaker[Session]
+) -> None:
+    first = visit(client).get_json()
+    clock.advance(1700)
+    beat = post(client, f"/v1/visits/{first['visit']}/heartbeat", {"url": "https://shop.example.cn/b"})
+    assert beat.status_code == 200
+    assert beat.get_json()["numbers"] == first["numbers"]
+    clock.advance(1700)  # past the first lease's end, not the renewed one
+    other = visit(client, visitor="visitor-0003").get_json()
+    assert other["numbers"][0]["number"] != first["numbers"][0]["number"]
+
+    from dni.history import flush_history
+
+    flushed = flush_history(rt.stores)
+    assert flushed.leases >= 1 and flushed.visits >= 1
+    with sessions() as session:
+        row = session.get(Visit, first["visit"])
+        assert row is not None and row.pages_viewed == 2 and row.last_url.endswith("/b")
+
+
+def test_heartbeat_for_unknown_visit_is_404(client: FlaskClient) -> None:
+    response = post(client, "/v1/visits/unknownvisit123/heartbeat", {"url": "https://shop.example.cn/"})
+    assert response.status_code == 404
+    assert response.get_json()["code"] == "not_found"
+
+
+def test_tel_click_is_recorded(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    body = visit(client).get_json()
+    response = post(client, f"/v1/visits/{body['visit']}/events", {"type": "tel_click", "number": "+864001000001"})
+    assert response.status_code == 204
+    with sessions() as session:
+        event = session.scalars(select(VisitEvent)).one()
+        assert (event.type, event.number) == ("tel_click", "+864001000001")
+
+
+def test_unknown_site_is_404(client: FlaskClient) -> None:
+    response = post(client, "/v1/visits", {"site": "nosuchsite", "visitor": "visitor-0001", "url": PAID_URL})
+    assert response.status_code == 404
+    assert response.get_json()["fields"] == {"site": "nosuchsite"}
+
+
+def test_foreign_origin_is_refused(client: FlaskClient) -> None:
+    body = {"site": "shop", "visitor": "visitor-0001", "url": PAID_URL}
+    response = post(client, "/v1/visits", body, Origin="https://evil.example.org")
+    assert response.status_code == 403
+    assert "Access-Control-Allow-Origin" not in response.headers
+
+
+def test_wildcard_domain_allows_subdomains(client: FlaskClient) -> None:
+    body = {"site": "shop", "visitor": "visitor-0001", "url": PAID_URL}
+    response = post(client, "/v1/visits", body, Origin="https://m.shop.example.com.cn")
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ("not json", "body"),
+        ("[1, 2]", "body"),
+        ({"site": "shop", "visitor": "v", "url": PAID_URL}, "visitor"),
+        ({"site": "shop", "visitor": "visitor-0001", "url": "javascript:alert(1)"}, "url"),
+        ({"site": "shop", "visitor": "visitor-0001", "url": "https://x.cn/" + "a" * 3000}, "url"),
+        ({"site": 5, "visitor": "visitor-0001", "url": PAID_URL}, "site"),
+        ({"site": "shop", "visitor": "visitor-0001", "url": PAID_URL, "opt_out": "yes"}, "opt_out"),
+        ({"site": "shop", "visitor": "visitor-0001", "url": PAID_URL, "referrer": ["x"]}, "referrer"),
+        ({"site": "Shop!", "visitor": "visitor-0001", "url": PAID_URL}, "site"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_field(client: FlaskClient, body: Any, field: str) -> None:
+    response = post(client, "/v1/visits", body)
+    assert response.status_code == 400
+    assert field in response.get_json()["fields"]
+
+
+def test_oversized_body_is_refused(client: FlaskClient) -> None:
+    response = post(client, "/v1/visits", "{" + " " * 100_000 + "}")
+    assert response.status_code == 413
+
+
+def test_bad_event_type_names_the_field(client: FlaskClient) -> None:
+    body = visit(client).get_json()
+    response = post(client, f"/v1/visits/{body['visit']}/events", {"type": "explode"})
+    assert response.status_code == 400 and "type" in response.get_json()["fields"]
+
+
+def test_mobile_device_is_recorded(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+    body = {"site": "shop", "visitor": "visitor-mob1", "url": PAID_URL}
+    response = client.post("/v1/visits", data=json.dumps(body), headers={"User-Agent": MOBILE_UA})
+    with sessions() as session:
+        row = session.get(Visit, response.get_json()["visit"])
+        assert row is not None and row.device == "mobile"
