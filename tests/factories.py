@@ -49,11 +49,15 @@ MOBILE_UA = (
 )
 
 
-def shop_toml(paid: list[str] | None = None, overflow: str = "fallback", extensions: int = 10) -> str:
+def shop_toml(
+    paid: list[str] | None = None, overflow: str = "fallback", extensions: int = 10
+) -> str:
     numbers = "[" + ", ".join(f'"{n}"' for n in (PAID if paid is None else paid)) + "]"
     return SHOP.format(paid=numbers, overflow=overflow, last_ext=8000 + extensions - 1)
 
 
-def load_toml(sessions: sessionmaker[Session], text: str, now: datetime | None = None) -> LoadReport:
+def load_toml(
+    sessions: sessionmaker[Session], text: str, now: datetime | None = None
+) -> LoadReport:
     with sessions.begin() as session:
         return load_sites(session, parse_sites(text), now or datetime.now(UTC))

@@ -16,7 +16,9 @@ from tests.factories import MOBILE_UA
 
 pytestmark = pytest.mark.usefixtures("shop")
 
-PAID_URL = "https://shop.example.cn/flowers?utm_source=baidu&utm_medium=cpc&utm_term=%E9%B2%9C%E8%8A%B1"
+PAID_URL = (
+    "https://shop.example.cn/flowers?utm_source=baidu&utm_medium=cpc&utm_term=%E9%B2%9C%E8%8A%B1"
+)
 
 
 def post(client: FlaskClient, path: str, body: Any, **headers: str) -> Any:
@@ -24,12 +26,16 @@ def post(client: FlaskClient, path: str, body: Any, **headers: str) -> Any:
     return client.post(path, data=data, content_type="text/plain", headers=headers)
 
 
-def visit(client: FlaskClient, visitor: str = "visitor-0001", url: str = PAID_URL, **extra: Any) -> Any:
+def visit(
+    client: FlaskClient, visitor: str = "visitor-0001", url: str = PAID_URL, **extra: Any
+) -> Any:
     body = {"site": "shop", "visitor": visitor, "url": url, "referrer": "", **extra}
     return post(client, "/v1/visits", body, Origin="https://shop.example.cn")
 
 
-def test_paid_visit_gets_a_pool_number(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+def test_paid_visit_gets_a_pool_number(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
     response = visit(client)
     assert response.status_code == 200
     body = response.get_json()
@@ -83,7 +89,9 @@ def test_new_click_starts_a_new_visit(client: FlaskClient, sessions: sessionmake
         assert row is not None and (row.source, row.click_id) == ("google", "abc123")
 
 
-def test_bot_visit_takes_no_pool_number(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+def test_bot_visit_takes_no_pool_number(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
     bot = "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)"
     response = client.post(
         "/v1/visits",
@@ -105,7 +113,9 @@ def test_heartbeat_renews_and_counts_page_views(
 ) -> None:
     first = visit(client).get_json()
     clock.advance(1700)
-    beat = post(client, f"/v1/visits/{first['visit']}/heartbeat", {"url": "https://shop.example.cn/b"})
+    beat = post(
+        client, f"/v1/visits/{first['visit']}/heartbeat", {"url": "https://shop.example.cn/b"}
+    )
     assert beat.status_code == 200
     assert beat.get_json()["numbers"] == first["numbers"]
     clock.advance(1700)  # past the first lease's end, not the renewed one
@@ -122,14 +132,20 @@ def test_heartbeat_renews_and_counts_page_views(
 
 
 def test_heartbeat_for_unknown_visit_is_404(client: FlaskClient) -> None:
-    response = post(client, "/v1/visits/unknownvisit123/heartbeat", {"url": "https://shop.example.cn/"})
+    response = post(
+        client, "/v1/visits/unknownvisit123/heartbeat", {"url": "https://shop.example.cn/"}
+    )
     assert response.status_code == 404
     assert response.get_json()["code"] == "not_found"
 
 
 def test_tel_click_is_recorded(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
     body = visit(client).get_json()
-    response = post(client, f"/v1/visits/{body['visit']}/events", {"type": "tel_click", "number": "+864001000001"})
+    response = post(
+        client,
+        f"/v1/visits/{body['visit']}/events",
+        {"type": "tel_click", "number": "+864001000001"},
+    )
     assert response.status_code == 204
     with sessions() as session:
         event = session.scalars(select(VisitEvent)).one()
@@ -137,7 +153,9 @@ def test_tel_click_is_recorded(client: FlaskClient, sessions: sessionmaker[Sessi
 
 
 def test_unknown_site_is_404(client: FlaskClient) -> None:
-    response = post(client, "/v1/visits", {"site": "nosuchsite", "visitor": "visitor-0001", "url": PAID_URL})
+    response = post(
+        client, "/v1/visits", {"site": "nosuchsite", "visitor": "visitor-0001", "url": PAID_URL}
+    )
     assert response.status_code == 404
     assert response.get_json()["fields"] == {"site": "nosuchsite"}
 
@@ -165,7 +183,10 @@ def test_wildcard_domain_allows_subdomains(client: FlaskClient) -> None:
         ({"site": "shop", "visitor": "visitor-0001", "url": "https://x.cn/" + "a" * 3000}, "url"),
         ({"site": 5, "visitor": "visitor-0001", "url": PAID_URL}, "site"),
         ({"site": "shop", "visitor": "visitor-0001", "url": PAID_URL, "opt_out": "yes"}, "opt_out"),
-        ({"site": "shop", "visitor": "visitor-0001", "url": PAID_URL, "referrer": ["x"]}, "referrer"),
+        (
+            {"site": "shop", "visitor": "visitor-0001", "url": PAID_URL, "referrer": ["x"]},
+            "referrer",
+        ),
         ({"site": "Shop!", "visitor": "visitor-0001", "url": PAID_URL}, "site"),
     ],
 )
