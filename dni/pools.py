@@ -76,7 +76,8 @@ class Scripts:
 
     def add(self, pipe: Any, calls: Sequence[Call]) -> None:
         for name, keys, args in calls:
-            pipe.evalsha(self.sha[name], len(keys), *keys, *args)
+            # execute_command: cluster pipelines refuse pipe.evalsha() but route this by key.
+            pipe.execute_command("EVALSHA", self.sha[name], len(keys), *keys, *args)
 
     def execute(self, client: RedisClient, build: Callable[[Any], None]) -> list[Any]:
         """Build a pipeline with `build` and run it, loading the scripts if Redis lacks them.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import shutil
 import socket
 import subprocess
@@ -16,6 +17,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_cluster_port() -> int:
+    """A port whose cluster bus port (+10000) is free too."""
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        if _is_free(port) and _is_free(port + 10000):
+            return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 def _wait(client: Redis, process: subprocess.Popen[bytes], timeout: float = 10) -> None:
@@ -65,7 +84,7 @@ class RedisCluster:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.ports = [free_port() for _ in range(3)]
+        self.ports = [free_cluster_port() for _ in range(3)]
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
@@ -91,9 +110,7 @@ class RedisCluster:
         )  # fmt: skip
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            info = Redis(port=self.ports[0]).execute_command("CLUSTER INFO")
-            text = info.decode() if isinstance(info, bytes) else str(info)
-            if "cluster_state:ok" in text:
+            if Redis(port=self.ports[0]).cluster("INFO").get("cluster_state") == "ok":
                 return
             time.sleep(0.1)
         raise RuntimeError("cluster did not become ready")

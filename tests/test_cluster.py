@@ -1,0 +1,97 @@
+"""The pool scripts and the visit flow on a real 3-master Redis Cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from redis.cluster import RedisCluster as ClusterClient
+from sqlalchemy.orm import Session, sessionmaker
+
+from dni import create_app
+from dni.history import flush_history
+from dni.models import Visit
+from dni.pools import pool_keys
+from dni.visits import RateLimit, VisitInput
+from dni.web.runtime import Runtime
+from tests.conftest import Clock
+from tests.factories import DESKTOP_UA, load_toml, shop_toml
+from tests.servers import RedisCluster
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("cluster"))
+    cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_rt(
+    cluster: RedisCluster,
+    sessions: sessionmaker[Session],
+    database_url: str,
+    clock: Clock,
+    tmp_path: Path,
+) -> Runtime:
+    ClusterClient.from_url(cluster.url).flushall()
+    load_toml(sessions, shop_toml(extensions=50))
+    app: Flask = create_app(
+        {
+            "redis_url": cluster.url,
+            "redis_cluster": True,
+            "database_url": database_url,
+            "instance_path": tmp_path,
+            "flush_seconds": 0,
+            "config_cache_seconds": 0,
+            "clock": clock,
+        }
+    )
+    runtime: Runtime = app.extensions["dni"]
+    runtime.visits.rate_limit = RateLimit(10**9, 60)
+    return runtime
+
+
+def start(rt: Runtime, visitor: str, url: str) -> Any:
+    site = rt.sites.get("shop")
+    assert site is not None
+    data = VisitInput(visitor=visitor, url=url, referrer="", user_agent=DESKTOP_UA, ip="10.0.0.2")
+    return rt.visits.visit(site, data, rt.now())
+
+
+def test_pools_are_spread_over_masters_one_slot_each(cluster_rt: Runtime) -> None:
+    client = cluster_rt.stores.redis
+    assert isinstance(client, ClusterClient)
+    slots = {client.keyslot(k) for pool_id in (1, 2, 3) for k in pool_keys(pool_id)}
+    assert len(slots) == 3
+
+
+def test_visits_lease_renew_and_flush_on_a_cluster(
+    cluster_rt: Runtime, clock: Clock, sessions: sessionmaker[Session]
+) -> None:
+    paid = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc"
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        answers = list(pool.map(lambda i: start(cluster_rt, f"visitor-{i:04d}", paid), range(20)))
+    numbers = [a.numbers[0].number_e164 for a in answers if a.numbers]
+    assert sorted(numbers) == ["+864001000001", "+864001000002", "+864001000003"]
+
+    everyone = [
+        start(cluster_rt, f"visitor-x{i:03d}", "https://shop.example.cn/") for i in range(50)
+    ]
+    extensions = {a.numbers[0].extension for a in everyone}
+    assert len(extensions) == 50
+    assert start(cluster_rt, "visitor-x999", "https://shop.example.cn/").numbers == ()
+
+    first = everyone[0]
+    clock.advance(120)
+    beat = cluster_rt.visits.heartbeat(first.visit, "https://shop.example.cn/cart", clock())
+    assert beat.numbers == first.numbers
+    assert flush_history(cluster_rt.stores).visits >= 1
+    with sessions() as session:
+        row = session.get(Visit, first.visit)
+        assert row is not None and row.pages_viewed == 2
