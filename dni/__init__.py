@@ -48,7 +48,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     sites = SiteDirectory(stores.sessions, settings.config_cache_seconds)
     visits = Visits(
         stores,
-        sites.get,
+        sites.by_id,
         RateLimit(settings.visit_rate_limit, settings.visit_rate_window),
     )
     app.extensions["dni"] = Runtime(settings, stores, sites, visits, clock)

@@ -1,7 +1,10 @@
-"""Moving heartbeat timestamps and page views from Redis to SQL in batches.
+"""Moving visit history from Redis to SQL in batches: new visits, lease starts, events,
+heartbeat timestamps and page views.
 
-The hot endpoints only touch Redis for these; each web worker runs a `Flusher` thread that
-drains the pending hashes every few seconds (any number of workers may do so at once).
+The hot endpoints only write Redis. Each web worker runs a `Flusher` thread that calls
+`flush_history` every few seconds; any number may run at once. Pending rows are removed from
+Redis only after SQL has committed them, and inserts ignore rows already stored, so a crash at
+any point loses nothing and stores nothing twice.
 """
 
 from __future__ import annotations
@@ -9,97 +12,190 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
-from dni.models import Lease, Pool, Site, Visit
-from dni.pools import drain, pool_keys
-from dni.visits import Stores, seen_key
+from dni.models import Lease, Pool, Site, TrackingNumber, Visit, VisitEvent
+from dni.pools import KEY_NAMES, drain, pool_keys
+from dni.visits import Stores, site_prefix
 
 log = logging.getLogger(__name__)
-SEEN = 5  # index of the "seen" hash in pool_keys()
+POOL_KEY = dict(zip(KEY_NAMES, range(len(KEY_NAMES)), strict=True))
 
 
 @dataclass(frozen=True)
 class Flushed:
-    leases: int
-    visits: int
+    visits: int = 0
+    leases: int = 0
+    events: int = 0
+    updates: int = 0
 
 
-def _moment(ms: str | int) -> datetime:
+def _moment(ms: str | int | float) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _insert_new(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
+    """INSERT that skips rows whose key is already stored (a batch written twice)."""
+    if not rows:
+        return
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+
+
+@dataclass
+class _Pending:
+    """What one flush read from Redis: hash key -> {field: value}."""
+
+    seen: dict[str, dict[str, str]]
+    rows: dict[str, dict[str, str]]
+
+
 def flush_history(stores: Stores) -> Flushed:
-    """Write pending lease and visit updates to SQL; put them back if SQL fails."""
+    """Write everything pending in Redis to SQL; nothing is removed before it is committed."""
     with stores.sessions() as session:
         pool_ids = list(session.scalars(select(Pool.id)))
         site_ids = list(session.scalars(select(Site.id)))
-    keys = [pool_keys(p)[SEEN] for p in pool_ids] + [seen_key(s) for s in site_ids]
-    if not keys:
-        return Flushed(0, 0)
-    drained = drain(stores.redis, stores.scripts, keys)
-
-    lease_rows = []
-    for pool_id, pending in zip(pool_ids, drained, strict=False):
-        for seq, value in pending.items():
-            last, expires = value.split(":")
-            lease_rows.append(
-                {
-                    "b_pool": pool_id,
-                    "b_seq": int(seq),
-                    "b_last": _moment(last),
-                    "b_exp": _moment(expires),
-                }
-            )
-    visit_rows = []
-    for pending in drained[len(pool_ids) :]:
-        for visit_id, value in pending.items():
-            seen = json.loads(value)
-            visit_rows.append(
-                {
-                    "b_id": visit_id,
-                    "b_last": _moment(seen["t"]),
-                    "b_pages": seen["p"],
-                    "b_url": seen["u"],
-                }
-            )
-
-    leases, visits = Lease.__table__.c, Visit.__table__.c
+    if not site_ids:
+        return Flushed()
+    seen_keys = [pool_keys(p)[POOL_KEY["seen"]] for p in pool_ids]
+    seen_keys += [site_prefix(s) + "seen" for s in site_ids]
+    # Heartbeats first: any lease or visit they name is already queued or stored.
+    seen = dict(zip(seen_keys, drain(stores.redis, stores.scripts, seen_keys), strict=True))
+    row_keys = [pool_keys(p)[POOL_KEY["starts"]] for p in pool_ids]
+    row_keys += [site_prefix(s) + name for s in site_ids for name in ("rows", "events")]
+    pipe = stores.redis.pipeline(transaction=False)
+    for key in row_keys:
+        pipe.hgetall(key)
+    rows = {
+        key: {_text(k): _text(v) for k, v in found.items()}
+        for key, found in zip(row_keys, pipe.execute(), strict=True)
+    }
+    pending = _Pending(seen, rows)
     try:
         with stores.sessions.begin() as session:
-            if lease_rows:
-                session.connection().execute(
-                    update(Lease)
-                    .where(leases.pool_id == bindparam("b_pool"), leases.seq == bindparam("b_seq"))
-                    .values(last_seen_at=bindparam("b_last"), expires_at=bindparam("b_exp")),
-                    lease_rows,
-                )
-            if visit_rows:
-                session.connection().execute(
-                    update(Visit)
-                    .where(visits.id == bindparam("b_id"))
-                    .values(
-                        last_seen_at=bindparam("b_last"),
-                        pages_viewed=bindparam("b_pages"),
-                        last_url=bindparam("b_url"),
-                    ),
-                    visit_rows,
-                )
+            done = _write(session.connection(), pending, pool_ids, site_ids)
     except SQLAlchemyError:
-        _put_back(stores, keys, drained)
+        _put_back(stores, pending.seen)
         raise
-    return Flushed(len(lease_rows), len(visit_rows))
-
-
-def _put_back(stores: Stores, keys: list[str], drained: list[dict[str, str]]) -> None:
-    """Return drained updates to Redis unless a newer one arrived meanwhile."""
     pipe = stores.redis.pipeline(transaction=False)
-    for key, pending in zip(keys, drained, strict=True):
+    for key, found in rows.items():
+        if found:
+            pipe.hdel(key, *found)
+    pipe.execute()
+    return done
+
+
+def _write(
+    connection: Connection, pending: _Pending, pool_ids: list[int], site_ids: list[int]
+) -> Flushed:
+    visits, leases, events = [], [], []
+    for site_id in site_ids:
+        prefix = site_prefix(site_id)
+        for visit_id, raw in pending.rows[prefix + "rows"].items():
+            row = json.loads(raw)
+            started = _moment(row["started_at"])
+            row |= {"id": visit_id, "started_at": started, "last_seen_at": started}
+            row |= {"pages_viewed": 1, "last_url": row["landing_page"]}
+            visits.append(row)
+        for event_id, raw in pending.rows[prefix + "events"].items():
+            event = json.loads(raw)
+            events.append(
+                {"id": event_id, "visit_id": event["visit"], "type": event["type"],
+                 "number": event["number"], "at": _moment(event["at"])}
+            )  # fmt: skip
+    for pool_id in pool_ids:
+        for seq, raw in pending.rows[pool_keys(pool_id)[POOL_KEY["starts"]]].items():
+            start = json.loads(raw)
+            leases.append(
+                {"pool_id": pool_id, "seq": int(seq), "number_id": int(start["n"]),
+                 "visit_id": start["s"], "visitor_id": start["v"],
+                 "started_at": _moment(start["t"]), "last_seen_at": _moment(start["t"]),
+                 "expires_at": _moment(start["e"]), "shared": bool(start["sh"])}
+            )  # fmt: skip
+
+    _insert_new(connection, Visit.__table__, visits)  # type: ignore[arg-type]
+    known_visits = _existing(connection, Visit.id, {r["visit_id"] for r in leases + events})
+    known_numbers = _existing(connection, TrackingNumber.id, {r["number_id"] for r in leases})
+    orphans = [r for r in leases + events if r["visit_id"] not in known_visits]
+    orphans += [r for r in leases if r["number_id"] not in known_numbers]
+    if orphans:
+        # Only possible if Redis lost a visit row it had queued; these cannot be stored.
+        log.error("dropping %d lease/event rows whose visit or number is unknown", len(orphans))
+    _insert_new(connection, Lease.__table__, [r for r in leases if r not in orphans])  # type: ignore[arg-type]
+    _insert_new(connection, VisitEvent.__table__, [r for r in events if r not in orphans])  # type: ignore[arg-type]
+    updates = _apply_seen(connection, pending.seen, pool_ids, site_ids)
+    return Flushed(len(visits), len(leases), len(events), updates)
+
+
+def _existing(connection: Connection, column: Any, ids: Iterable[Any]) -> set[Any]:
+    wanted = list(ids)
+    found: set[Any] = set()
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        found.update(connection.scalars(select(column).where(column.in_(chunk))))
+    return found
+
+
+def _apply_seen(
+    connection: Connection,
+    seen: dict[str, dict[str, str]],
+    pool_ids: list[int],
+    site_ids: list[int],
+) -> int:
+    lease_rows = []
+    for pool_id in pool_ids:
+        for seq, value in seen[pool_keys(pool_id)[POOL_KEY["seen"]]].items():
+            last, expires = value.split(":")
+            lease_rows.append(
+                {"b_pool": pool_id, "b_seq": int(seq), "b_last": _moment(last),
+                 "b_exp": _moment(expires)}
+            )  # fmt: skip
+    visit_rows = []
+    for site_id in site_ids:
+        for visit_id, value in seen[site_prefix(site_id) + "seen"].items():
+            data = json.loads(value)
+            visit_rows.append(
+                {"b_id": visit_id, "b_last": _moment(data["t"]), "b_pages": int(data["p"]),
+                 "b_url": data["u"]}
+            )  # fmt: skip
+    leases, visits = Lease.__table__.c, Visit.__table__.c
+    if lease_rows:
+        connection.execute(
+            update(Lease)
+            .where(leases.pool_id == bindparam("b_pool"), leases.seq == bindparam("b_seq"))
+            .values(last_seen_at=bindparam("b_last"), expires_at=bindparam("b_exp")),
+            lease_rows,
+        )
+    if visit_rows:
+        connection.execute(
+            update(Visit)
+            .where(visits.id == bindparam("b_id"))
+            .values(
+                last_seen_at=bindparam("b_last"),
+                pages_viewed=bindparam("b_pages"),
+                last_url=bindparam("b_url"),
+            ),
+            visit_rows,
+        )
+    return len(lease_rows) + len(visit_rows)
+
+
+def _put_back(stores: Stores, seen: dict[str, dict[str, str]]) -> None:
+    """Return drained heartbeats to Redis unless a newer one arrived meanwhile."""
+    pipe = stores.redis.pipeline(transaction=False)
+    for key, pending in seen.items():
         for field, value in pending.items():
             pipe.hsetnx(key, field, value)
     pipe.execute()

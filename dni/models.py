@@ -66,6 +66,8 @@ class Site(Base):
     cdr_secret: Mapped[str | None] = mapped_column(String(200))
     keyword_param: Mapped[str | None] = mapped_column(String(64))
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # Bumped by every `dni load`; workers re-read a site's snapshot when it changes.
+    revision: Mapped[int] = mapped_column(Integer, default=0)
 
     pools: Mapped[list[Pool]] = relationship(
         back_populates="site", order_by="Pool.position", cascade="all, delete-orphan"
@@ -137,7 +139,7 @@ class Visit(Base):
     __tablename__ = "visits"
     __table_args__ = (Index("ix_visits_site_started", "site_id", "started_at"),)
 
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
     visitor_id: Mapped[str] = mapped_column(String(64), index=True)
     started_at: Mapped[datetime] = mapped_column()
@@ -175,7 +177,7 @@ class Lease(Base):
     # Assigned by the pool's Lua script, so Redis and SQL name a lease the same way.
     seq: Mapped[int] = mapped_column(Integer)
     number_id: Mapped[int] = mapped_column(ForeignKey("tracking_numbers.id"))
-    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id"), index=True)
+    visit_id: Mapped[str] = mapped_column(String(64), ForeignKey("visits.id"), index=True)
     visitor_id: Mapped[str] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column()
     last_seen_at: Mapped[datetime] = mapped_column()
@@ -189,8 +191,9 @@ class VisitEvent(Base):
 
     __tablename__ = "visit_events"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    visit_id: Mapped[str] = mapped_column(ForeignKey("visits.id"), index=True)
+    # Chosen when the event arrives, so a batch written twice stores it once.
+    id: Mapped[str] = mapped_column(String(16), primary_key=True)
+    visit_id: Mapped[str] = mapped_column(String(64), ForeignKey("visits.id"), index=True)
     type: Mapped[str] = mapped_column(String(32))
     number: Mapped[str] = mapped_column(String(40), default="")
     at: Mapped[datetime] = mapped_column()

@@ -24,7 +24,7 @@ from dni.sites import PoolConfig
 
 RedisClient = Redis | RedisCluster
 LUA = Path(__file__).parent / "lua"
-KEY_NAMES = ("meta", "free", "busy", "holders", "visitors", "seen", "stats")
+KEY_NAMES = ("meta", "free", "busy", "holders", "visitors", "seen", "stats", "visits", "starts")
 # Expired slots returned to the free set per lease call; bounds the script's run time.
 MAX_RECLAIM = 64
 Call = tuple[str, list[str], list[Any]]
@@ -43,11 +43,10 @@ class LeaseOutcome:
     """What a lease call did in one pool. `slot` is None when the pool fell back."""
 
     pool: PoolConfig
-    outcome: str  # "new", "renewed", "shared" or "fallback"
+    outcome: str  # "new", "renewed", "shared", "fallback", or "lost" (renew found nothing)
     slot: int | None = None
     seq: int = 0
     shared: bool = False
-    ended_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -62,13 +61,13 @@ class Scripts:
 
     def __init__(self) -> None:
         self.source = {
-            name: (LUA / f"{name}.lua").read_text() for name in ("lease", "sync", "drain")
+            name: (LUA / f"{name}.lua").read_text() for name in ("lease", "sync", "drain", "visit")
         }
         self.sha: dict[str, str] = {}
 
     def load(self, client: RedisClient) -> None:
-        for name, text in self.source.items():
-            self.sha[name] = str(client.script_load(text))
+        # Swapped in whole: other threads may be reading self.sha meanwhile.
+        self.sha = {name: str(client.script_load(text)) for name, text in self.source.items()}
 
     def run(self, client: RedisClient, calls: Sequence[Call]) -> list[Any]:
         """Run several scripts in one pipelined round trip."""
@@ -104,8 +103,12 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def lease_calls(requests: Sequence[LeaseRequest], now: datetime) -> list[Call]:
-    """The script calls that lease (or renew) one slot per request, for a shared pipeline."""
+def lease_calls(requests: Sequence[LeaseRequest], now: datetime, mode: str = "lease") -> list[Call]:
+    """The script calls that lease or renew one slot per request, for a shared pipeline.
+
+    Mode "lease" keeps the visitor's slot or takes a free one; "renew" only extends the
+    visit's own live lease (a heartbeat) and reports "lost" otherwise.
+    """
     now_ms = to_ms(now)
     return [
         (
@@ -119,6 +122,7 @@ def lease_calls(requests: Sequence[LeaseRequest], now: datetime) -> list[Call]:
                 r.visit,
                 r.pool.overflow,
                 MAX_RECLAIM,
+                mode,
             ],
         )
         for r in requests
@@ -134,8 +138,8 @@ def read_lease_results(
         outcome = _text(raw[0])
         if outcome == "resync":
             results.append(None)
-        elif outcome == "fallback":
-            results.append(LeaseOutcome(request.pool, "fallback"))
+        elif outcome in ("fallback", "lost"):
+            results.append(LeaseOutcome(request.pool, outcome))
         else:
             results.append(
                 LeaseOutcome(
@@ -144,17 +148,20 @@ def read_lease_results(
                     slot=int(raw[1]),
                     seq=int(raw[2]),
                     shared=bool(int(raw[3])),
-                    ended_seq=int(raw[4]),
                 )
             )
     return results
 
 
 def lease_slots(
-    client: RedisClient, scripts: Scripts, requests: Sequence[LeaseRequest], now: datetime
+    client: RedisClient,
+    scripts: Scripts,
+    requests: Sequence[LeaseRequest],
+    now: datetime,
+    mode: str = "lease",
 ) -> list[LeaseOutcome | None]:
     """Lease (or renew) one slot per request in one round trip."""
-    return read_lease_results(requests, scripts.run(client, lease_calls(requests, now)))
+    return read_lease_results(requests, scripts.run(client, lease_calls(requests, now, mode)))
 
 
 def sync_pool(

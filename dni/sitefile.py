@@ -388,6 +388,7 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
         site.cdr_secret = spec.cdr_secret
         site.keyword_param = spec.keyword_param
         site.active = True
+        site.revision = (site.revision or 0) + 1
         _load_pools(site, spec, now, report)
         _load_sources(site, spec)
         report.sites.append(spec.key)

@@ -10,14 +10,14 @@ import fnmatch
 import hashlib
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from dni.models import Pool, Site
+from dni.models import Pool, Site, TrackingNumber
 
 MATCH_FIELDS = ("source", "medium", "campaign", "term", "content", "click_id", "device")
 
@@ -63,12 +63,13 @@ class PoolConfig:
     heartbeat_seconds: int
     overflow: str
     slots: Mapping[int, Slot]
+    # Changes whenever the set of active slots does; Redis is re-synced on a mismatch.
+    version: str
 
-    @property
-    def version(self) -> str:
-        """Changes whenever the set of active slots does; Redis is re-synced on a mismatch."""
-        ids = ",".join(str(i) for i in sorted(self.slots))
-        return hashlib.sha1(ids.encode()).hexdigest()[:16]
+
+def slots_version(slot_ids: Iterable[int]) -> str:
+    ids = ",".join(str(i) for i in sorted(slot_ids))
+    return hashlib.sha1(ids.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class SourceConfig:
 class SiteConfig:
     id: int
     key: str
+    revision: int
     domains: tuple[str, ...]
     timezone: str
     country: str
@@ -91,33 +93,16 @@ class SiteConfig:
     pools: tuple[PoolConfig, ...]
     source_numbers: tuple[SourceConfig, ...]
     pools_by_id: Mapping[int, PoolConfig] = field(default_factory=dict)
-
-    @property
-    def session_seconds(self) -> int:
-        """How long a quiet visit lasts: the longest lease of the site's pools."""
-        return max((p.lease_seconds for p in self.pools), default=1800)
+    # How long a quiet visit lasts: the longest lease of the site's pools.
+    session_seconds: int = 1800
 
     def allows_origin(self, host: str) -> bool:
         host = host.lower()
         return any(fnmatch.fnmatchcase(host, d) for d in self.domains if d)
 
 
-def _snapshot(site: Site) -> SiteConfig:
-    pools = tuple(
-        PoolConfig(
-            id=p.id,
-            name=p.name,
-            target_e164=p.target_e164,
-            rule=Rule.from_json(p.match),
-            lease_seconds=p.lease_seconds,
-            grace_seconds=p.grace_seconds,
-            heartbeat_seconds=p.heartbeat_seconds,
-            overflow=p.overflow,
-            slots={n.id: Slot(n.id, n.number_e164, n.extension) for n in p.numbers if n.active},
-        )
-        for p in site.pools
-        if p.active
-    )
+def _snapshot(site: Site, slots: Mapping[int, dict[int, Slot]]) -> SiteConfig:
+    pools = tuple(_pool_snapshot(p, slots.get(p.id, {})) for p in site.pools if p.active)
     sources = tuple(
         SourceConfig(s.id, s.number_e164, s.extension, s.target_e164, Rule.from_json(s.match))
         for s in site.source_numbers
@@ -126,6 +111,7 @@ def _snapshot(site: Site) -> SiteConfig:
     return SiteConfig(
         id=site.id,
         key=site.key,
+        revision=site.revision,
         domains=tuple(site.domains),
         timezone=site.timezone,
         country=site.country,
@@ -133,6 +119,22 @@ def _snapshot(site: Site) -> SiteConfig:
         pools=pools,
         source_numbers=sources,
         pools_by_id={p.id: p for p in pools},
+        session_seconds=max((p.lease_seconds for p in pools), default=1800),
+    )
+
+
+def _pool_snapshot(pool: Pool, slots: dict[int, Slot]) -> PoolConfig:
+    return PoolConfig(
+        id=pool.id,
+        name=pool.name,
+        target_e164=pool.target_e164,
+        rule=Rule.from_json(pool.match),
+        lease_seconds=pool.lease_seconds,
+        grace_seconds=pool.grace_seconds,
+        heartbeat_seconds=pool.heartbeat_seconds,
+        overflow=pool.overflow,
+        slots=slots,
+        version=slots_version(slots),
     )
 
 
@@ -141,12 +143,26 @@ def read_site(session: Session, key: str) -> SiteConfig | None:
     site = session.scalar(
         select(Site)
         .where(Site.key == key, Site.active.is_(True))
-        .options(
-            selectinload(Site.pools).selectinload(Pool.numbers),
-            selectinload(Site.source_numbers),
+        .options(selectinload(Site.pools), selectinload(Site.source_numbers))
+    )
+    if site is None:
+        return None
+    # Plain rows, not ORM objects: a pool may hold 100,000 extensions.
+    rows = session.execute(
+        select(
+            TrackingNumber.pool_id,
+            TrackingNumber.id,
+            TrackingNumber.number_e164,
+            TrackingNumber.extension,
+        ).where(
+            TrackingNumber.pool_id.in_([p.id for p in site.pools]),
+            TrackingNumber.active.is_(True),
         )
     )
-    return _snapshot(site) if site else None
+    slots: dict[int, dict[int, Slot]] = {}
+    for pool_id, slot_id, number, extension in rows:
+        slots.setdefault(pool_id, {})[slot_id] = Slot(slot_id, number, extension)
+    return _snapshot(site, slots)
 
 
 def read_all_sites(session: Session) -> list[SiteConfig]:
@@ -167,20 +183,46 @@ class SiteDirectory:
         self._ttl = ttl
         self._clock = clock
         self._cache: dict[str, tuple[float, SiteConfig | None]] = {}
+        self._keys: dict[int, str] = {}
         self._lock = threading.Lock()
 
+    def by_id(self, site_id: int) -> SiteConfig | None:
+        """The site with this id (visit ids carry it), through the same cache."""
+        key = self._keys.get(site_id)
+        if key is None:
+            with self._sessions() as session:
+                key = session.scalar(select(Site.key).where(Site.id == site_id)) or ""
+            if len(self._keys) > 10_000:  # ids come from requests: keep this bounded
+                self._keys.clear()
+            self._keys[site_id] = key
+        return self.get(key) if key else None
+
     def get(self, key: str) -> SiteConfig | None:
-        now = self._clock()
+        """The site's snapshot; after the TTL, one cheap query checks it is still current."""
         hit = self._cache.get(key)
-        if hit is not None and now - hit[0] < self._ttl:
+        if hit is not None and self._clock() - hit[0] < self._ttl:
             return hit[1]
-        with self._sessions() as session:
-            site = read_site(session, key)
-        with self._lock:
+        with self._lock:  # one thread reads SQL; the others wait for its answer
+            now = self._clock()
+            hit = self._cache.get(key)
+            if hit is not None and now - hit[0] < self._ttl:
+                return hit[1]
+            site = self._read(key, hit[1] if hit else None)
             if len(self._cache) > 10_000:  # unknown keys must not grow this without bound
                 self._cache.clear()
             self._cache[key] = (now, site)
-        return site
+            return site
+
+    def _read(self, key: str, cached: SiteConfig | None) -> SiteConfig | None:
+        with self._sessions() as session:
+            if cached is not None:
+                revision = session.scalar(
+                    select(Site.revision).where(Site.key == key, Site.active.is_(True))
+                )
+                if revision == cached.revision:
+                    return cached
+            return read_site(session, key)
 
     def clear(self) -> None:
         self._cache.clear()
+        self._keys.clear()

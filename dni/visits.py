@@ -1,28 +1,28 @@
 """Visits: start or continue a visitor's visit, keep its leases alive, record its signals.
 
-A visit's live state is a small JSON document in Redis (by visit id and by visitor); the visit
-row and each lease start are written to SQL at once, heartbeat timestamps later in batches
-(see `dni.history`). Bots and opted-out visitors touch neither.
+Everything on the hot path is Redis: a site script (`visit.lua`) keeps the visit's state and
+queues its SQL row, the pool script (`lease.lua`) leases and queues each lease start, and
+`dni.history` moves both to SQL in batches. A visit id names its site and pools, so that a
+heartbeat is one round trip. Bots and opted-out visitors touch nothing.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import insert
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.agents import parse_agent
 from dni.errors import NotFound, RateLimited, Unavailable
-from dni.models import Lease, Visit, VisitEvent
 from dni.pools import (
+    Call,
     LeaseOutcome,
     LeaseRequest,
     RedisClient,
@@ -33,30 +33,31 @@ from dni.pools import (
     sync_pool,
     to_ms,
 )
-from dni.sites import SiteConfig
+from dni.sites import PoolConfig, SiteConfig
 from dni.traffic import Traffic, classify
 
 EVENT_TYPES = ("tel_click",)
 DEFAULT_HEARTBEAT = 60
-# How many "this visit was replaced by that one" links a heartbeat follows.
-MAX_HOPS = 3
+# "<site id>.<pool ids joined by ->.<random>", e.g. "3.7-9.kQ2Vv0c1Sx6t3BzZ"
+VISIT_ID = re.compile(r"([0-9]{1,9})\.((?:[0-9]{1,9}(?:-[0-9]{1,9}){0,7})?)\.[A-Za-z0-9_-]{16}")
 
 
-def visit_key(visit_id: str) -> str:
-    return f"dni:visit:{visit_id}"
+def site_prefix(site_id: int) -> str:
+    """The common prefix (and Cluster hash tag) of every key of a site's visits."""
+    return f"dni:{{site:{site_id}}}:"
 
 
-def visitor_key(site_id: int, visitor: str) -> str:
-    return f"dni:site:{site_id}:visitor:{visitor}"
+def make_visit_id(site_id: int, pool_ids: list[int]) -> str:
+    return f"{site_id}.{'-'.join(map(str, pool_ids))}.{secrets.token_urlsafe(12)}"
 
 
-def rate_key(ip: str) -> str:
-    return f"dni:rate:visits:{ip}"
-
-
-def seen_key(site_id: int) -> str:
-    """Hash of visit id -> {t, p, u} waiting to be written to SQL."""
-    return f"dni:{{site:{site_id}}}:seen"
+def parse_visit_id(visit_id: str) -> tuple[int, list[int]]:
+    """(site id, pool ids) of a visit id; NotFound for anything else."""
+    match = VISIT_ID.fullmatch(visit_id)
+    if match is None:
+        raise NotFound("visit not found", {"visit": "not a visit id"})
+    pools = match.group(2)
+    return int(match.group(1)), [int(p) for p in pools.split("-")] if pools else []
 
 
 @dataclass(frozen=True)
@@ -113,11 +114,10 @@ class VisitAnswer:
 
 @dataclass
 class VisitState:
-    """What Redis remembers about a live visit."""
+    """What Redis remembers about a live visit (see visit.lua)."""
 
     visit: str
     visitor: str
-    site: str
     fingerprint: str
     pools: list[int]
     static: list[list[str]]  # [target, number, extension] of source numbers
@@ -125,19 +125,21 @@ class VisitState:
     pages: int
 
     def dumps(self) -> str:
-        return json.dumps(self.__dict__, separators=(",", ":"))
+        return json.dumps(asdict(self), separators=(",", ":"))
 
     @classmethod
-    def loads(cls, raw: str | bytes) -> VisitState | str:
-        """The state, or the id of the visit that replaced it."""
+    def loads(cls, raw: str | bytes) -> VisitState:
         data = json.loads(raw)
-        if "next" in data:
-            return str(data["next"])
-        return cls(**data)
-
-
-def new_visit_id() -> str:
-    return secrets.token_urlsafe(16)
+        # Lua's cjson writes an empty list as {}.
+        return cls(
+            visit=data["visit"],
+            visitor=data["visitor"],
+            fingerprint=data["fingerprint"],
+            pools=[int(p) for p in data["pools"] or []],
+            static=[list(s) for s in data["static"] or []],
+            url=data["url"],
+            pages=int(data["pages"]),
+        )
 
 
 def _facts(traffic: Traffic, device: str) -> dict[str, str]:
@@ -168,17 +170,21 @@ def choose_numbers(site: SiteConfig, facts: dict[str, str]) -> tuple[list[list[s
     return static, pools
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class Visits:
-    """Visit operations over Redis and SQL; the web layer makes one call per request."""
+    """Visit operations over Redis; the web layer makes one call per request."""
 
     def __init__(
         self,
         stores: Stores,
-        sites: Callable[[str], SiteConfig | None],
+        site_by_id: Callable[[int], SiteConfig | None],
         rate_limit: RateLimit,
     ) -> None:
         self.stores = stores
-        self.sites = sites
+        self.site_by_id = site_by_id
         self.rate_limit = rate_limit
 
     def visit(self, site: SiteConfig, data: VisitInput, now: datetime) -> VisitAnswer:
@@ -187,37 +193,20 @@ class Visits:
         if agent.is_bot or data.opt_out:
             return VisitAnswer(site.key, None, data.visitor, (), 0)
         traffic = classify(data.url, data.referrer, site.keyword_param)
-        try:
-            raw_state, used = self._read(visitor_key(site.id, data.visitor), rate_key(data.ip))
-        except RedisError as exc:
-            raise Unavailable("the number pool store is unavailable") from exc
-        state = VisitState.loads(raw_state) if raw_state else None
-        if isinstance(state, VisitState) and (
-            not traffic.tagged or traffic.fingerprint() == state.fingerprint
-        ):
-            if data.url != state.url:
-                state.url, state.pages = data.url, state.pages + 1
-            return self._refresh(site, state, now, new_visit=None)
-
-        if int(used or 0) >= self.rate_limit.count:
-            raise RateLimited("too many new visits from this address; try again later")
-        static, pools = choose_numbers(site, _facts(traffic, agent.device))
+        static, pool_ids = choose_numbers(site, _facts(traffic, agent.device))
         fresh = VisitState(
-            visit=new_visit_id(),
+            visit=make_visit_id(site.id, pool_ids),
             visitor=data.visitor,
-            site=site.key,
             fingerprint=traffic.fingerprint(),
-            pools=pools,
+            pools=pool_ids,
             static=static,
             url=data.url,
             pages=1,
         )
         row = {
-            "id": fresh.visit,
             "site_id": site.id,
             "visitor_id": data.visitor,
-            "started_at": now,
-            "last_seen_at": now,
+            "started_at": to_ms(now),
             "landing_page": data.url,
             "referrer": data.referrer,
             "source": traffic.source,
@@ -233,140 +222,95 @@ class Visits:
             "os": agent.os,
             "user_agent": data.user_agent[:512],
             "ip": data.ip[:45],
-            "pages_viewed": 1,
-            "last_url": data.url,
         }
-        replaced = state if isinstance(state, VisitState) else None
-        return self._refresh(site, fresh, now, new_visit=(row, replaced, data.ip))
-
-    def heartbeat(self, visit_id: str, url: str | None, now: datetime) -> VisitAnswer:
-        """Extend a live visit's leases and record a page view; NotFound if it has ended."""
+        args = [
+            "start", to_ms(now), site.session_seconds, data.visitor, data.url,
+            fresh.fingerprint, "1" if traffic.tagged else "0", fresh.dumps(),
+            json.dumps(row, separators=(",", ":")), data.ip, self.rate_limit.count,
+            self.rate_limit.window_seconds,
+        ]  # fmt: skip
         try:
-            state = self._follow(visit_id)
+            (reply,) = self.stores.scripts.run(self.stores.redis, [self._visit_call(site, args)])
+            outcome = _text(reply[0])
+            if outcome == "limited":
+                raise RateLimited("too many new visits from this address; try again later")
+            state = VisitState.loads(reply[1])
+            outcomes = self._lease(site, state, now)
         except RedisError as exc:
             raise Unavailable("the number pool store is unavailable") from exc
-        site = self.sites(state.site)
+        return self._answer(site, state, outcomes)
+
+    def site_of(self, visit_id: str) -> SiteConfig:
+        """The site a visit id belongs to; NotFound for a malformed or foreign id."""
+        site = self.site_by_id(parse_visit_id(visit_id)[0])
         if site is None:
             raise NotFound("visit not found")
-        if url and url != state.url:
-            state.url, state.pages = url, state.pages + 1
-        return self._refresh(site, state, now, new_visit=None)
+        return site
 
-    def record_event(self, visit_id: str, kind: str, number: str, now: datetime) -> None:
-        """Store a signal such as a tel: tap against its visit."""
-        with self.stores.sessions.begin() as session:
-            if session.get(Visit, visit_id) is None:
-                raise NotFound("visit not found")
-            session.add(VisitEvent(visit_id=visit_id, type=kind, number=number, at=now))
-
-    def _read(self, key: str, rate: str) -> tuple[Any, Any]:
-        pipe = self.stores.redis.pipeline(transaction=False)
-        pipe.get(key)
-        pipe.get(rate)
-        state, used = pipe.execute()
-        return state, used
-
-    def _follow(self, visit_id: str) -> VisitState:
-        for _ in range(MAX_HOPS):
-            raw = self.stores.redis.get(visit_key(visit_id))
-            if raw is None:
-                break
-            state = VisitState.loads(raw)
-            if isinstance(state, VisitState):
-                return state
-            visit_id = state
-        raise NotFound("visit not found or ended")
-
-    def _refresh(
-        self,
-        site: SiteConfig,
-        state: VisitState,
-        now: datetime,
-        new_visit: tuple[dict[str, Any], VisitState | None, str] | None,
+    def heartbeat(
+        self, site: SiteConfig, visit_id: str, url: str | None, now: datetime
     ) -> VisitAnswer:
-        """Lease or renew the visit's pool slots, save its state, write new history rows."""
-        pools = [site.pools_by_id[p] for p in state.pools if p in site.pools_by_id]
-        requests = [LeaseRequest(p, state.visitor, state.visit) for p in pools]
-        ttl = site.session_seconds
-        scripts = self.stores.scripts
-
-        def build(pipe: Any) -> None:
-            scripts.add(pipe, lease_calls(requests, now))
-            encoded = state.dumps()
-            pipe.set(visit_key(state.visit), encoded, ex=ttl)
-            pipe.set(visitor_key(site.id, state.visitor), encoded, ex=ttl)
-            seen = json.dumps({"t": to_ms(now), "p": state.pages, "u": state.url})
-            pipe.hset(seen_key(site.id), state.visit, seen)
-            if new_visit is not None:
-                _, replaced, ip = new_visit
-                pipe.incr(rate_key(ip))
-                pipe.expire(rate_key(ip), self.rate_limit.window_seconds, nx=True)
-                if replaced is not None and replaced.visit != state.visit:
-                    link = json.dumps({"next": state.visit})
-                    pipe.set(visit_key(replaced.visit), link, ex=ttl)
-
+        """Extend a live visit's leases and record a page view; NotFound if it has ended."""
+        _, pool_ids = parse_visit_id(visit_id)
+        pools = [site.pools_by_id[p] for p in pool_ids if p in site.pools_by_id]
+        requests = [LeaseRequest(p, "", visit_id) for p in pools]
+        touch = ["touch", to_ms(now), site.session_seconds, visit_id, url or ""]
         try:
-            raw = scripts.execute(self.stores.redis, build)
-            outcomes = self._resync(
-                requests, read_lease_results(requests, raw[: len(requests)]), now
+            replies = self.stores.scripts.run(
+                self.stores.redis,
+                [self._visit_call(site, touch), *lease_calls(requests, now, mode="renew")],
             )
+            if _text(replies[0][0]) == "gone":
+                raise NotFound("visit not found or ended")
+            state = VisitState.loads(replies[0][1])
+            renewed = read_lease_results(requests, replies[1:])
+            outcomes = [o for o in renewed if o is not None and o.outcome != "lost"]
+            if state.visit != visit_id or len(outcomes) < len(renewed):
+                outcomes = self._lease(site, state, now)  # replaced, lost or resynced: lease
         except RedisError as exc:
             raise Unavailable("the number pool store is unavailable") from exc
-        self._write_history(new_visit[0] if new_visit else None, state, outcomes, now)
-        return self._answer(state, outcomes)
+        return self._answer(site, state, outcomes)
 
-    def _resync(
-        self, requests: list[LeaseRequest], outcomes: list[LeaseOutcome | None], now: datetime
-    ) -> list[LeaseOutcome]:
-        """Sync pools Redis does not know (first use, restart, new config) and lease again."""
-        missing = [i for i, o in enumerate(outcomes) if o is None]
-        if missing:
-            with self.stores.sessions() as session:
-                for i in missing:
-                    sync_pool(
-                        self.stores.redis, self.stores.scripts, session, requests[i].pool, now
-                    )
-            retried = lease_slots(
-                self.stores.redis, self.stores.scripts, [requests[i] for i in missing], now
-            )
-            for i, outcome in zip(missing, retried, strict=True):
-                outcomes[i] = outcome or LeaseOutcome(requests[i].pool, "fallback")
-        return [o for o in outcomes if o is not None]
-
-    def _write_history(
-        self,
-        visit_row: dict[str, Any] | None,
-        state: VisitState,
-        outcomes: list[LeaseOutcome],
-        now: datetime,
+    def record_event(
+        self, site: SiteConfig, visit_id: str, kind: str, number: str, now: datetime
     ) -> None:
-        leases = [
-            {
-                "pool_id": o.pool.id,
-                "seq": o.seq,
-                "number_id": o.slot,
-                "visit_id": state.visit,
-                "visitor_id": state.visitor,
-                "started_at": now,
-                "last_seen_at": now,
-                "expires_at": datetime.fromtimestamp(now.timestamp() + o.pool.lease_seconds, UTC),
-                "shared": o.shared,
-            }
-            for o in outcomes
-            if o.outcome in ("new", "shared")
-        ]
-        if visit_row is None and not leases:
-            return
+        """Queue a signal such as a tel: tap for its visit; NotFound if the visit has ended."""
+        event = json.dumps({"visit": visit_id, "type": kind, "number": number, "at": to_ms(now)})
+        args = ["event", to_ms(now), site.session_seconds, visit_id, secrets.token_hex(8), event]
         try:
-            with self.stores.sessions.begin() as session:
-                if visit_row is not None:
-                    session.execute(insert(Visit), [visit_row])
-                if leases:
-                    session.execute(insert(Lease), leases)
-        except SQLAlchemyError as exc:
-            raise Unavailable("the visit database is unavailable") from exc
+            (reply,) = self.stores.scripts.run(self.stores.redis, [self._visit_call(site, args)])
+        except RedisError as exc:
+            raise Unavailable("the number pool store is unavailable") from exc
+        if _text(reply[0]) == "gone":
+            raise NotFound("visit not found or ended")
 
-    def _answer(self, state: VisitState, outcomes: list[LeaseOutcome]) -> VisitAnswer:
+    @staticmethod
+    def _visit_call(site: SiteConfig, args: list[Any]) -> Call:
+        return ("visit", [site_prefix(site.id)], args)
+
+    def _lease(self, site: SiteConfig, state: VisitState, now: datetime) -> list[LeaseOutcome]:
+        """Keep or take a slot in each of the visit's pools, syncing pools Redis lacks."""
+        pools = [site.pools_by_id[p] for p in state.pools if p in site.pools_by_id]
+        if not pools:
+            return []
+        requests = [LeaseRequest(p, state.visitor, state.visit) for p in pools]
+        outcomes = lease_slots(self.stores.redis, self.stores.scripts, requests, now)
+        missing = [r.pool for r, o in zip(requests, outcomes, strict=True) if o is None]
+        if not missing:
+            return [o for o in outcomes if o is not None]
+        self._sync(missing, now)
+        retried = lease_slots(self.stores.redis, self.stores.scripts, requests, now)
+        return [
+            o or LeaseOutcome(r.pool, "fallback") for r, o in zip(requests, retried, strict=True)
+        ]
+
+    def _sync(self, pools: list[PoolConfig], now: datetime) -> None:
+        with self.stores.sessions() as session:
+            for pool in pools:
+                sync_pool(self.stores.redis, self.stores.scripts, session, pool, now)
+
+    @staticmethod
+    def _answer(site: SiteConfig, state: VisitState, outcomes: list[LeaseOutcome]) -> VisitAnswer:
         numbers = [Assigned(t, n, e or None) for t, n, e in state.static]
         for o in outcomes:
             slot = o.pool.slots.get(o.slot) if o.slot is not None else None
@@ -375,4 +319,4 @@ class Visits:
                     Assigned(o.pool.target_e164, slot.number_e164, slot.extension or None)
                 )
         heartbeat = min((o.pool.heartbeat_seconds for o in outcomes), default=DEFAULT_HEARTBEAT)
-        return VisitAnswer(state.site, state.visit, state.visitor, tuple(numbers), heartbeat)
+        return VisitAnswer(site.key, state.visit, state.visitor, tuple(numbers), heartbeat)

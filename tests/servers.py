@@ -72,9 +72,13 @@ class RedisServer:
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait(Redis(unix_socket_path=str(self.socket)), self.process)
 
-    def stop(self) -> None:
+    def stop(self, graceful: bool = False) -> None:
+        """Kill the server (a crash) or, if graceful, let it shut down and persist."""
         if self.process is not None:
-            self.process.kill()
+            if graceful:
+                self.process.terminate()
+            else:
+                self.process.kill()
             self.process.wait()
             self.process = None
 

@@ -89,7 +89,9 @@ def test_visits_lease_renew_and_flush_on_a_cluster(
 
     first = everyone[0]
     clock.advance(120)
-    beat = cluster_rt.visits.heartbeat(first.visit, "https://shop.example.cn/cart", clock())
+    beat = cluster_rt.visits.heartbeat(
+        cluster_rt.visits.site_of(first.visit), first.visit, "https://shop.example.cn/cart", clock()
+    )
     assert beat.numbers == first.numbers
     assert flush_history(cluster_rt.stores).visits >= 1
     with sessions() as session:

@@ -6,6 +6,7 @@ import multiprocessing
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from redis import Redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dni.history import flush_history
 from dni.models import Lease, TrackingNumber
 from dni.pools import LeaseRequest, Scripts, lease_slots, pool_health, pool_keys, sync_pool
 from dni.sites import read_site
@@ -109,9 +111,9 @@ def test_least_recently_released_number_is_reused_first(rt: Runtime, clock: Cloc
         "+864001000003",
     ]
     clock.advance(600)
-    rt.visits.heartbeat(c.visit, None, clock())
+    rt.visits.heartbeat(rt.visits.site_of(c.visit), c.visit, None, clock())
     clock.advance(600)
-    rt.visits.heartbeat(b.visit, None, clock())
+    rt.visits.heartbeat(rt.visits.site_of(b.visit), b.visit, None, clock())
     clock.advance(1900)  # all three have expired: a first, then c, then b
     later = [paid_number(start(rt, f"visitor-{n}111")) for n in "def"]
     assert later == ["+864001000001", "+864001000003", "+864001000002"]
@@ -144,9 +146,12 @@ def test_share_overflow_reuses_least_recently_active_and_marks_it(
     for n in range(2):
         start(rt, f"visitor-{n}ccc")
     clock.advance(60)
-    rt.visits.heartbeat(first.visit, None, clock())  # now the first is the most recently active
+    rt.visits.heartbeat(
+        rt.visits.site_of(first.visit), first.visit, None, clock()
+    )  # now the first is the most recently active
     shared = start(rt, "visitor-sharer")
     assert paid_number(shared) == "+864001000002"
+    flush_history(rt.stores)
     with sessions() as session:
         lease = session.scalars(select(Lease).where(Lease.visit_id == shared.visit)).one()
         assert lease.shared
@@ -160,10 +165,11 @@ def test_retired_number_is_never_leased_again(rt: Runtime, sessions: sessionmake
     assert paid_number(holder) == "+864001000001"
     report = load_toml(sessions, shop_toml(paid=["400-100-0002", "400-100-0003"]))
     assert report.numbers_retired == 1
-    moved = rt.visits.heartbeat(holder.visit, None, rt.now())
+    moved = rt.visits.heartbeat(rt.visits.site_of(holder.visit), holder.visit, None, rt.now())
     assert paid_number(moved) == "+864001000002"
     others = {paid_number(start(rt, f"visitor-{n}ddd")) for n in range(3)}
     assert "+864001000001" not in others
+    flush_history(rt.stores)
     with sessions() as session:
         retired = session.scalars(
             select(TrackingNumber).where(TrackingNumber.number_e164 == "+864001000001")
@@ -177,6 +183,7 @@ def test_redis_restart_rebuilds_live_leases_from_sql(
 ) -> None:
     holder = start(rt, "visitor-holder")
     assert paid_number(holder) == "+864001000001"
+    flush_history(rt.stores)  # what the flusher thread does every few seconds
     redis_server.stop()
     redis_server.start()  # not persistent: everything in Redis is gone
     assert Redis.from_url(redis_server.url).dbsize() == 0
@@ -184,6 +191,27 @@ def test_redis_restart_rebuilds_live_leases_from_sql(
     assert paid_number(newcomer) == "+864001000002"
     again = start(rt, "visitor-holder")  # the visit state was lost, the lease was not
     assert paid_number(again) == "+864001000001"
+
+
+def test_persistent_redis_keeps_unflushed_history_across_a_restart(
+    rt: Runtime, tmp_path: Path, sessions: sessionmaker[Session]
+) -> None:
+    server = RedisServer(tmp_path / "aof", persist=True)
+    server.start()
+    try:
+        rt.stores.redis.connection_pool.disconnect()
+        rt.stores.redis.connection_pool.connection_kwargs["path"] = str(server.socket)
+        holder = start(rt, "visitor-holder")
+        server.stop(graceful=True)
+        server.start()
+        assert paid_number(start(rt, "visitor-newcomer")) == "+864001000002"
+        assert flush_history(rt.stores).leases == 2
+        with sessions() as session:
+            assert (
+                session.scalars(select(Lease.visit_id).order_by(Lease.seq)).first() == holder.visit
+            )
+    finally:
+        server.stop()
 
 
 def test_redis_down_answers_503_quickly(client: Any, redis_server: RedisServer) -> None:

@@ -10,7 +10,9 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dni.history import flush_history
 from dni.models import Lease, Visit, VisitEvent
+from dni.web.runtime import Runtime
 from tests.conftest import Clock
 from tests.factories import MOBILE_UA
 
@@ -34,7 +36,7 @@ def visit(
 
 
 def test_paid_visit_gets_a_pool_number(
-    client: FlaskClient, sessions: sessionmaker[Session]
+    client: FlaskClient, sessions: sessionmaker[Session], rt: Runtime
 ) -> None:
     response = visit(client)
     assert response.status_code == 200
@@ -45,6 +47,7 @@ def test_paid_visit_gets_a_pool_number(
     ]
     assert body["heartbeat"] == 60
     assert response.headers["Access-Control-Allow-Origin"] == "https://shop.example.cn"
+    flush_history(rt.stores)
     with sessions() as session:
         row = session.get(Visit, body["visit"])
         assert row is not None
@@ -80,17 +83,20 @@ def test_same_visitor_keeps_visit_and_number_across_pages(client: FlaskClient) -
     assert second["numbers"] == first["numbers"]
 
 
-def test_new_click_starts_a_new_visit(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+def test_new_click_starts_a_new_visit(
+    client: FlaskClient, sessions: sessionmaker[Session], rt: Runtime
+) -> None:
     first = visit(client).get_json()
     second = visit(client, url="https://shop.example.cn/?gclid=abc123").get_json()
     assert second["visit"] != first["visit"]
+    flush_history(rt.stores)
     with sessions() as session:
         row = session.get(Visit, second["visit"])
         assert row is not None and (row.source, row.click_id) == ("google", "abc123")
 
 
 def test_bot_visit_takes_no_pool_number(
-    client: FlaskClient, sessions: sessionmaker[Session]
+    client: FlaskClient, sessions: sessionmaker[Session], rt: Runtime
 ) -> None:
     bot = "Mozilla/5.0 (compatible; Baiduspider/2.0; +http://www.baidu.com/search/spider.html)"
     response = client.post(
@@ -100,6 +106,7 @@ def test_bot_visit_takes_no_pool_number(
     )
     assert response.get_json()["numbers"] == []
     assert response.get_json()["visit"] is None
+    flush_history(rt.stores)
     with sessions() as session:
         assert session.scalars(select(Lease)).all() == []
 
@@ -122,10 +129,9 @@ def test_heartbeat_renews_and_counts_page_views(
     other = visit(client, visitor="visitor-0003").get_json()
     assert other["numbers"][0]["number"] != first["numbers"][0]["number"]
 
-    from dni.history import flush_history
-
     flushed = flush_history(rt.stores)
     assert flushed.leases >= 1 and flushed.visits >= 1
+    flush_history(rt.stores)
     with sessions() as session:
         row = session.get(Visit, first["visit"])
         assert row is not None and row.pages_viewed == 2 and row.last_url.endswith("/b")
@@ -139,7 +145,9 @@ def test_heartbeat_for_unknown_visit_is_404(client: FlaskClient) -> None:
     assert response.get_json()["code"] == "not_found"
 
 
-def test_tel_click_is_recorded(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+def test_tel_click_is_recorded(
+    client: FlaskClient, sessions: sessionmaker[Session], rt: Runtime
+) -> None:
     body = visit(client).get_json()
     response = post(
         client,
@@ -147,6 +155,7 @@ def test_tel_click_is_recorded(client: FlaskClient, sessions: sessionmaker[Sessi
         {"type": "tel_click", "number": "+864001000001"},
     )
     assert response.status_code == 204
+    flush_history(rt.stores)
     with sessions() as session:
         event = session.scalars(select(VisitEvent)).one()
         assert (event.type, event.number) == ("tel_click", "+864001000001")
@@ -207,9 +216,12 @@ def test_bad_event_type_names_the_field(client: FlaskClient) -> None:
     assert response.status_code == 400 and "type" in response.get_json()["fields"]
 
 
-def test_mobile_device_is_recorded(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
+def test_mobile_device_is_recorded(
+    client: FlaskClient, sessions: sessionmaker[Session], rt: Runtime
+) -> None:
     body = {"site": "shop", "visitor": "visitor-mob1", "url": PAID_URL}
     response = client.post("/v1/visits", data=json.dumps(body), headers={"User-Agent": MOBILE_UA})
+    flush_history(rt.stores)
     with sessions() as session:
         row = session.get(Visit, response.get_json()["visit"])
         assert row is not None and row.device == "mobile"

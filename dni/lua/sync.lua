@@ -1,14 +1,14 @@
 -- Bring a pool's Redis state in line with SQL: rebuild it after Redis lost it, or apply a new
 -- set of active slots after `dni load`. Idempotent; a concurrent caller finds the work done.
--- KEYS: meta, free, busy, holders, visitors, seen, stats (as in lease.lua)
+-- KEYS: meta, free, busy, holders, visitors, seen, stats, visits, starts (as in lease.lua)
 -- ARGV[1] version of the active slot set
 -- ARGV[2] now_ms
 -- ARGV[3] lowest lease seq allowed from now on (the highest seq SQL knows)
 -- ARGV[4] JSON {"slots": {slot: last_released_ms}, "live": [{slot, l, v, s, e}]}
 --         live leases are only read when the pool is rebuilt from nothing.
 -- Returns "rebuilt", "updated" or "current".
-local meta, free, busy, holders_key, visitors, seen =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local meta, free, busy, holders_key, visitors, seen, visits =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
 local current = redis.call('HGET', meta, 'version')
 if current == ARGV[1] then
   return 'current'
@@ -19,7 +19,7 @@ local outcome = 'updated'
 
 if not current then
   outcome = 'rebuilt'
-  redis.call('DEL', free, busy, holders_key, visitors)
+  redis.call('DEL', free, busy, holders_key, visitors, visits)
   for slot, released in pairs(spec.slots) do
     redis.call('ZADD', free, released, slot)
   end
@@ -32,6 +32,7 @@ if not current then
       redis.call('ZREM', free, slot)
       redis.call('ZADD', busy, 'GT', lease.e, slot)
       redis.call('HSET', visitors, lease.v, slot)
+      redis.call('HSET', visits, lease.s, slot)
     end
   end
   for slot, list in pairs(grouped) do
@@ -48,6 +49,7 @@ else
       if raw then
         for _, h in ipairs(cjson.decode(raw)) do
           if redis.call('HGET', visitors, h.v) == slot then redis.call('HDEL', visitors, h.v) end
+          if redis.call('HGET', visits, h.s) == slot then redis.call('HDEL', visits, h.s) end
           redis.call('HSET', seen, h.l, now .. ':' .. now)
         end
       end

@@ -13,7 +13,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from dni.errors import Forbidden, NotFound
 from dni.sites import SiteConfig
-from dni.visits import EVENT_TYPES, VisitInput
+from dni.visits import EVENT_TYPES, VisitAnswer, VisitInput
 from dni.web.inputs import Fields, read_json_object
 from dni.web.runtime import runtime
 
@@ -21,32 +21,27 @@ bp = Blueprint("api", __name__)
 
 SITE_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 VISITOR = re.compile(r"[A-Za-z0-9_.-]{8,64}")
-VISIT = re.compile(r"[A-Za-z0-9_-]{8,64}")
 
 
-def _origin_host() -> str | None:
+def _allowed_origin(site: SiteConfig) -> str | None:
+    """The Origin to grant CORS to, None without one; Forbidden for a foreign page."""
     origin = request.headers.get("Origin")
     if not origin or origin == "null":
         return None
     try:
-        return urlsplit(origin).hostname or ""
+        host = urlsplit(origin).hostname or ""
     except ValueError:
-        return ""
-
-
-def _check_origin(site: SiteConfig) -> None:
-    host = _origin_host()
-    if host is not None and not site.allows_origin(host):
+        host = ""
+    if not site.allows_origin(host):
         raise Forbidden("this page's origin is not one of the site's domains", {"origin": host})
+    return origin
 
 
-def _cors(response: Response, site: SiteConfig | None) -> Response:
-    origin = request.headers.get("Origin")
-    host = _origin_host()
-    if origin and host and site is not None and site.allows_origin(host):
+def _respond(answer: VisitAnswer, origin: str | None) -> Response:
+    response = jsonify(answer.to_json())
+    if origin is not None:
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Max-Age"] = "86400"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
     response.headers["Vary"] = "Origin"
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -65,7 +60,7 @@ def create_visit() -> Response:
     site = rt.sites.get(site_key)
     if site is None:
         raise NotFound("unknown site", {"site": site_key})
-    _check_origin(site)
+    origin = _allowed_origin(site)
     data = VisitInput(
         visitor=visitor,
         url=url,
@@ -74,14 +69,7 @@ def create_visit() -> Response:
         ip=request.remote_addr or "",
         opt_out=opt_out,
     )
-    answer = rt.visits.visit(site, data, rt.now())
-    return _cors(jsonify(answer.to_json()), site)
-
-
-def _visit_id(visit: str) -> str:
-    if not VISIT.fullmatch(visit):
-        raise NotFound("visit not found", {"visit": "not a visit id"})
-    return visit
+    return _respond(rt.visits.visit(site, data, rt.now()), origin)
 
 
 @bp.post("/v1/visits/<visit>/heartbeat")
@@ -90,11 +78,9 @@ def heartbeat(visit: str) -> Response:
     fields = Fields(read_json_object(request, rt.settings.max_body_bytes))
     url = fields.url("url", required=False)
     fields.check()
-    answer = rt.visits.heartbeat(_visit_id(visit), url or None, rt.now())
-    site = rt.sites.get(answer.site)
-    if site is not None:
-        _check_origin(site)
-    return _cors(jsonify(answer.to_json()), site)
+    site = rt.visits.site_of(visit)
+    origin = _allowed_origin(site)
+    return _respond(rt.visits.heartbeat(site, visit, url or None, rt.now()), origin)
 
 
 @bp.post("/v1/visits/<visit>/events")
@@ -106,7 +92,9 @@ def record_event(visit: str) -> Response:
         fields.errors["type"] = f"must be one of {', '.join(EVENT_TYPES)}"
     number = fields.text("number", max_len=40, required=False)
     fields.check()
-    rt.visits.record_event(_visit_id(visit), kind, number, rt.now())
+    site = rt.visits.site_of(visit)
+    _allowed_origin(site)
+    rt.visits.record_event(site, visit, kind, number, rt.now())
     return Response(status=204)
 
 

@@ -23,6 +23,7 @@ def upgrade() -> None:
         sa.Column("cdr_secret", sa.String(length=200), nullable=True),
         sa.Column("keyword_param", sa.String(length=64), nullable=True),
         sa.Column("active", sa.Boolean(), nullable=False),
+        sa.Column("revision", sa.Integer(), nullable=False),
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("key"),
     )
@@ -71,7 +72,7 @@ def upgrade() -> None:
 
     op.create_table(
         "visits",
-        sa.Column("id", sa.String(length=32), nullable=False),
+        sa.Column("id", sa.String(length=64), nullable=False),
         sa.Column("site_id", sa.Integer(), nullable=False),
         sa.Column("visitor_id", sa.String(length=64), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
@@ -124,8 +125,8 @@ def upgrade() -> None:
 
     op.create_table(
         "visit_events",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("visit_id", sa.String(length=32), nullable=False),
+        sa.Column("id", sa.String(length=16), nullable=False),
+        sa.Column("visit_id", sa.String(length=64), nullable=False),
         sa.Column("type", sa.String(length=32), nullable=False),
         sa.Column("number", sa.String(length=40), nullable=False),
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
@@ -143,7 +144,7 @@ def upgrade() -> None:
         sa.Column("pool_id", sa.Integer(), nullable=False),
         sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("number_id", sa.Integer(), nullable=False),
-        sa.Column("visit_id", sa.String(length=32), nullable=False),
+        sa.Column("visit_id", sa.String(length=64), nullable=False),
         sa.Column("visitor_id", sa.String(length=64), nullable=False),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_seen_at", sa.DateTime(timezone=True), nullable=False),
