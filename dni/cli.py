@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,7 @@ def demo(bind: str) -> None:
     from dni.serve import embedded_stores, run_gunicorn
     from dni.sitefile import load_sites, parse_sites
 
+    os.environ["DNI_DEMO"] = "1"
     settings = _settings()
     try:
         with embedded_stores(settings):

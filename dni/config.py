@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+SNIPPET = Path(__file__).resolve().parent.parent / "static" / "snippet" / "dni.js"
+
 
 class SettingsError(ValueError):
     """An environment variable holds a value dni cannot use."""
@@ -59,6 +61,10 @@ class Settings:
     config_cache_seconds: float = 10.0
     # Largest request body accepted by the public API.
     max_body_bytes: int = 16 * 1024
+    # The snippet served at /dni.js (the repository's copy by default).
+    snippet_path: Path = field(default_factory=lambda: SNIPPET)
+    # Serve the demo shop page at /demo (set by `dni demo`).
+    demo: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
