@@ -1,0 +1,13 @@
+"""gunicorn settings for `gunicorn -c deploy/gunicorn.conf.py 'dni:create_app()'`.
+
+The same defaults `dni serve` uses (dni.serve.gunicorn_defaults); override below or with
+GUNICORN_CMD_ARGS. The app is built in each worker after the fork (no preload), so each
+worker has its own Redis and database connections and its own history flusher.
+"""
+
+import os
+
+from dni.serve import gunicorn_defaults
+
+globals().update(gunicorn_defaults())
+bind = os.environ.get("DNI_BIND", "127.0.0.1:8000")
