@@ -1,12 +1,17 @@
-"""Plain functions that build test data: sites files and loaded sites."""
+"""Plain functions that build test data: sites files, loaded sites, visits."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.sitefile import LoadReport, load_sites, parse_sites
+from dni.visits import VisitAnswer, VisitInput
+
+if TYPE_CHECKING:
+    from dni.web.runtime import Runtime
 
 SHOP = """
 [[site]]
@@ -61,3 +66,11 @@ def load_toml(
 ) -> LoadReport:
     with sessions.begin() as session:
         return load_sites(session, parse_sites(text), now or datetime.now(UTC))
+
+
+def start_visit(rt: Runtime, visitor: str, url: str, ip: str = "10.0.0.1") -> VisitAnswer:
+    """Start or continue a visit to the "shop" site through the domain call the API makes."""
+    site = rt.sites.get("shop")
+    assert site is not None
+    data = VisitInput(visitor=visitor, url=url, referrer="", user_agent=DESKTOP_UA, ip=ip)
+    return rt.visits.visit(site, data, rt.now())

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 from flask import Flask
@@ -16,10 +15,10 @@ from dni import create_app
 from dni.history import flush_history
 from dni.models import Visit
 from dni.pools import pool_keys
-from dni.visits import RateLimit, VisitInput
+from dni.visits import RateLimit, VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
-from tests.factories import DESKTOP_UA, load_toml, shop_toml
+from tests.factories import load_toml, shop_toml, start_visit
 from tests.servers import RedisCluster
 
 
@@ -57,11 +56,8 @@ def cluster_rt(
     return runtime
 
 
-def start(rt: Runtime, visitor: str, url: str) -> Any:
-    site = rt.sites.get("shop")
-    assert site is not None
-    data = VisitInput(visitor=visitor, url=url, referrer="", user_agent=DESKTOP_UA, ip="10.0.0.2")
-    return rt.visits.visit(site, data, rt.now())
+def start(rt: Runtime, visitor: str, url: str) -> VisitAnswer:
+    return start_visit(rt, visitor, url, ip="10.0.0.2")
 
 
 def test_pools_are_spread_over_masters_one_slot_each(cluster_rt: Runtime) -> None:

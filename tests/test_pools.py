@@ -18,20 +18,17 @@ from dni.history import flush_history
 from dni.models import Lease, TrackingNumber
 from dni.pools import LeaseRequest, Scripts, lease_slots, pool_health, pool_keys, sync_pool
 from dni.sites import read_site
-from dni.visits import VisitInput
+from dni.visits import VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
-from tests.factories import DESKTOP_UA, load_toml, shop_toml
+from tests.factories import load_toml, shop_toml, start_visit
 from tests.servers import RedisServer
 
 PAID_URL = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc"
 
 
-def start(rt: Runtime, visitor: str, url: str = PAID_URL) -> Any:
-    site = rt.sites.get("shop")
-    assert site is not None
-    data = VisitInput(visitor=visitor, url=url, referrer="", user_agent=DESKTOP_UA, ip="10.0.0.1")
-    return rt.visits.visit(site, data, rt.now())
+def start(rt: Runtime, visitor: str, url: str = PAID_URL) -> VisitAnswer:
+    return start_visit(rt, visitor, url)
 
 
 def paid_number(answer: Any) -> str | None:

@@ -225,3 +225,34 @@ def test_mobile_device_is_recorded(
     with sessions() as session:
         row = session.get(Visit, response.get_json()["visit"])
         assert row is not None and row.device == "mobile"
+
+
+HOSTILE = [
+    b"\xff\xfe\x00garbage",
+    b"[" * 5000 + b"]" * 5000,
+    b'{"site": "shop", "visitor": "visitor-0001", "url": "https://shop.example.cn/\x00"}',
+    b'{"site": "shop", "visitor": "' + b"\\u00e9" * 8 + b'", "url": "https://a.cn/"}',
+    b'{"site": null, "visitor": null, "url": null}',
+    b'{"site": "shop", "visitor": "visitor-0001", "url": "https:///nohost"}',
+    b'{"site": "shop", "visitor": "visitor-0001", "url": "https://[::1"}',
+    b'{"site": ["shop"], "visitor": {"a": 1}, "url": 12}',
+    b"null",
+    b'"just a string"',
+]
+
+
+@pytest.mark.parametrize("body", HOSTILE)
+def test_hostile_bodies_get_a_4xx_never_a_crash(client: FlaskClient, body: bytes) -> None:
+    for path in ("/v1/visits", "/v1/visits/1.1.AAAAAAAAAAAAAAAA/heartbeat"):
+        response = client.post(path, data=body)
+        assert 400 <= response.status_code < 500, (path, response.status_code)
+        assert response.get_json()["error"]
+
+
+@pytest.mark.parametrize(
+    "visit_id",
+    ["x", "1.1.short", "99999.1.AAAAAAAAAAAAAAAA", "1.1-2-3.AAAAAAAAAAAAAAAA", "../..%2f"],
+)
+def test_unknown_or_malformed_visit_ids_are_404(client: FlaskClient, visit_id: str) -> None:
+    response = post(client, f"/v1/visits/{visit_id}/heartbeat", {"url": "https://shop.example.cn/"})
+    assert response.status_code == 404
