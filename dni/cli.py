@@ -159,6 +159,25 @@ def pools(site_key: str | None) -> None:
             )
 
 
+@main.command()
+@click.argument("site")
+@click.option(
+    "--base-url",
+    default="http://127.0.0.1:8000",
+    show_default=True,
+    help="where browsers reach this dni service",
+)
+def snippet(site: str, base_url: str) -> None:
+    """Print the embed code for SITE, pinned to this build with Subresource Integrity."""
+    from dni.snippet import read_snippet
+
+    try:
+        built = read_snippet(_settings().snippet_path)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(built.embed(base_url, site))
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks that print figures (DESIGN §7)."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-SNIPPET = Path(__file__).resolve().parent.parent / "static" / "snippet" / "dni.js"
+SNIPPET = Path(__file__).resolve().parent.parent / "static" / "snippet" / "dist" / "dni.min.js"
 
 
 class SettingsError(ValueError):
@@ -61,7 +61,7 @@ class Settings:
     config_cache_seconds: float = 10.0
     # Largest request body accepted by the public API.
     max_body_bytes: int = 16 * 1024
-    # The snippet served at /dni.js (the repository's copy by default).
+    # The built snippet served at /dni.js (the repository's build by default).
     snippet_path: Path = field(default_factory=lambda: SNIPPET)
     # Serve the demo shop page at /demo (set by `dni demo`).
     demo: bool = False

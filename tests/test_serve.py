@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gzip
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,9 @@ from dni import create_app
 from dni.config import Settings
 from dni.redisdb import INSTALL_HINT, PrivateRedis
 from dni.serve import embedded_stores
+from dni.snippet import read_snippet
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_embedded_stores_start_a_private_persistent_redis_and_a_sqlite_file(
@@ -53,13 +59,48 @@ def test_health_reports_redis_down(client: FlaskClient, redis_server: object) ->
     assert response.get_json()["redis"] is False
 
 
-def test_snippet_is_served_with_cors_and_cache_headers(client: FlaskClient) -> None:
-    response = client.get("/dni.js")
-    assert response.status_code == 200
-    assert response.mimetype == "text/javascript"
-    assert response.headers["Access-Control-Allow-Origin"] == "*"
-    assert "max-age=300" in response.headers["Cache-Control"]
-    assert b"window" in response.data
+def test_snippet_is_served_at_a_stable_and_a_hashed_url(client: FlaskClient) -> None:
+    snippet = read_snippet(Settings().snippet_path)
+    latest = client.get("/dni.js")
+    assert latest.status_code == 200 and latest.mimetype == "text/javascript"
+    assert latest.headers["Access-Control-Allow-Origin"] == "*"
+    assert latest.headers["Cache-Control"] == "public, max-age=300"
+    pinned = client.get(f"/{snippet.hashed_name}")
+    assert pinned.data == latest.data == snippet.body
+    assert pinned.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert client.get("/dni.0000000000000000.js").status_code == 404
+
+
+def test_built_snippet_is_within_its_size_budget() -> None:
+    body = read_snippet(Settings().snippet_path).body
+    assert len(gzip.compress(body, 9)) <= 3072, "the snippet is over 3 KB gzipped"
+
+
+def test_snippet_build_is_reproducible(tmp_path: Path) -> None:
+    out = tmp_path / "again.min.js"
+    terser = ["npx", "--no-install", "terser", "static/snippet/dni.js", "--ecma", "2017",
+              "--compress", "passes=2", "--mangle", "--comments", "false",
+              "--output", str(out)]  # fmt: skip
+    subprocess.run(terser, cwd=ROOT, check=True, capture_output=True)
+    assert out.read_bytes() == read_snippet(Settings().snippet_path).body
+    package = json.loads((ROOT / "package.json").read_text())
+    assert package["scripts"]["build"] == " ".join(terser[2:-1]) + " static/snippet/dist/dni.min.js"
+
+
+def test_embed_code_pins_the_build_with_integrity(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from dni.cli import main
+
+    monkeypatch.setenv("DNI_INSTANCE_PATH", str(tmp_path))
+    result = CliRunner().invoke(main, ["snippet", "shop", "--base-url", "https://dni.example.cn/"])
+    snippet = read_snippet(Settings().snippet_path)
+    assert result.output.strip() == (
+        f'<script async src="https://dni.example.cn/{snippet.hashed_name}" '
+        f'integrity="{snippet.integrity}" crossorigin="anonymous" data-site="shop"></script>'
+    )
 
 
 def test_demo_page_only_in_demo_mode(client: FlaskClient, app: object, tmp_path: Path) -> None:

@@ -1,20 +1,30 @@
-/* dni snippet: swaps the shop's phone numbers for the visit's tracking numbers.
+/* dni snippet: shows each visitor the tracking numbers leased to their visit.
  * Embed: <script async src="https://dni.example.cn/dni.js" data-site="shop"></script>
- * Never throws into the page; on any failure the shop's own numbers stay (or come back). */
+ * Optional: data-api (API origin, default: this script's), data-consent="required" (wait for
+ * DNI.consent()). Mark elements with data-dni-noswap to leave them alone, with data-dni-swap to
+ * also swap their alt/title/aria-label/href/content attributes.
+ * It never throws into the page: on any failure the shop's own numbers stay or come back. */
 (function (w, d) {
   'use strict';
   if (w.DNI) return;
-  var script = d.currentScript;
-  var cfg = script ? script.dataset : {};
-  var api = (cfg.api || (script && script.src ? new URL(script.src).origin : '')).replace(/\/$/, '');
-  var SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|INPUT|SELECT|OPTION|TEMPLATE|CODE|PRE)$/;
-  var RUN = /[+＋]?[0-9０-９][0-9０-９ \-.·—()（）]{5,22}[0-9０-９]/g;
-  var swaps = [];       // {node, attr, original}
-  var numbers = [];     // [{target, number, extension}]
+  var script = d.currentScript || {};
+  var cfg = script.dataset || {};
+  var api = (cfg.api || new URL(script.src || location.href).origin).replace(/\/$/, '');
+  var SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|INPUT|SELECT|OPTION|TEMPLATE|IFRAME|SVG|HEAD|TITLE)$/;
+  var INLINE = /^(A|B|I|U|S|Q|EM|TT|BIG|SUB|SUP|SPAN|FONT|MARK|ABBR|CODE|TIME|LABEL|SMALL|STRONG)$/;
+  // A phone number as printed: optional +86/0086, digits (also full-width) and separators,
+  // and optionally the shop's own extension ("转 8", "ext. 8").
+  var RUN = /(?:[+＋]|00)?[0-9０-９](?:[0-9０-９]|[ \u00a0\-.·—()（）](?=[ \u00a0\-.·—()（）]?[0-9０-９])){6,20}(?:\s*(?:转|分机|ext\.?|x)\s*[0-9０-９]{1,6})?/gi;
+  var ATTRS = ['alt', 'title', 'aria-label', 'href', 'content'];
+  var KEY = '_dni';
   var visit = null;
-  var timer = null;
-  var observer = null;
+  var numbers = [];
+  var url = '';
+  var original = new Map();  // node -> text or {attr: value} before we touched it
   var listeners = [];
+  var timer = 0;
+  var observer = null;
+  var started = false;
 
   function safe(fn) {
     return function () {
@@ -26,221 +36,282 @@
     return text.replace(/[０-９]/g, function (c) { return String.fromCharCode(c.charCodeAt(0) - 65248); });
   }
 
-  // National digits of an E.164 number: +864008881234 -> 4008881234 (China), else drop "+".
-  function national(e164) {
-    return e164.indexOf('+86') === 0 ? e164.slice(3) : e164.replace(/^\+1/, '').replace(/^\+/, '');
-  }
-
-  function digitsOf(text) {
-    var digits = ascii(text).replace(/[^0-9]/g, '');
-    if (/^(0086|86)/.test(digits) && /^[+＋0]|^86/.test(text.trim())) digits = digits.replace(/^(0086|86)/, '');
-    if (digits.length === 11 && digits.charAt(0) === '1' && /^\+?1/.test(text.trim())) digits = digits.slice(1);
+  // Digits to compare with: +86 4008881234, 0086..., 86... and 400-888-1234 all give 4008881234.
+  function national(text) {
+    var digits = ascii(text).replace(/\D/g, '');
+    if (/^(\+|00)/.test(text.trim())) digits = digits.replace(/^(00)?(86|1)/, '');
     return digits;
   }
 
-  // Write `digits` into the digit positions of `text`, keeping its separators and width.
-  function reshape(text, digits) {
-    var prefix = text.match(/^[+＋]?(0086|86|1)?[ \-.]?/)[0];
-    var body = text.slice(prefix.length);
-    var slots = ascii(body).replace(/[^0-9]/g, '').length;
-    if (slots !== digits.length) return prefix + digits;
-    var i = 0;
-    return prefix + body.replace(/[0-9０-９]/g, function (c) {
-      var n = digits.charAt(i++);
-      return c.charCodeAt(0) > 127 ? String.fromCharCode(n.charCodeAt(0) + 65248) : n;
-    });
-  }
-
-  function replacement(match) {
-    var found = digitsOf(match);
+  function lookup(digits) {
     for (var i = 0; i < numbers.length; i++) {
-      var n = numbers[i];
-      if (found === national(n.target)) {
-        var text = reshape(match, national(n.number));
-        return n.extension ? text + ' 转 ' + n.extension : text;
-      }
+      if (national(numbers[i].target) === digits) return numbers[i];
     }
     return null;
   }
 
-  function swapText(node) {
-    var text = node.nodeValue;
-    var changed = false;
-    var out = text.replace(RUN, function (match, offset) {
-      var before = text.charAt(offset - 1);
-      var after = text.charAt(offset + match.length);
-      if (/[0-9０-９A-Za-z]/.test(before) || /[0-9０-９A-Za-z]/.test(after)) return match;
-      var r = replacement(match);
-      if (r === null) return match;
-      changed = true;
-      return r;
-    });
-    if (changed) {
-      swaps.push({ node: node, attr: null, original: text });
-      node.nodeValue = out;
-    }
+  // The tracking number in the original's own shape: same prefix, separators and digit width.
+  function reshape(text, n) {
+    var m = /^(.*?)\s*(转|分机|ext\.?|x)\s*[0-9０-９]+$/i.exec(text);
+    var base = m ? m[1] : text;
+    var tail = text.slice(base.length);  // the shop's own " 转 8", if any
+    var digits = national(n.number);
+    var p = base.match(/^(?:[+＋]|00)(?:8[\s\u00a0]?6|1)[\s\u00a0\-.]?/);
+    var prefix = p ? p[0] : '';
+    var body = base.slice(prefix.length);
+    var i = 0;
+    var out = national(body).length === digits.length
+      ? body.replace(/[0-9０-９]/g, function (c) {
+        var ch = digits.charAt(i++);
+        return c > '9' ? String.fromCharCode(ch.charCodeAt(0) + 65248) : ch;
+      })
+      : digits;
+    var ext = n.extension
+      ? (m ? tail.replace(/[0-9０-９]+$/, n.extension) : (/^\+86/.test(n.target) ? ' 转 ' : ' ext. ') + n.extension)
+      : tail;
+    return prefix + out + ext;
   }
 
-  function swapLink(el) {
-    var href = el.getAttribute('href') || '';
-    var m = /^tel:([^,;]*)/i.exec(href);
-    if (!m) return;
-    var found = digitsOf(decodeURIComponent(m[1]));
-    for (var i = 0; i < numbers.length; i++) {
-      var n = numbers[i];
-      if (found === national(n.target)) {
-        var dial = m[1].charAt(0) === '+' ? n.number : national(n.number);
-        swaps.push({ node: el, attr: 'href', original: href });
-        el.setAttribute('href', 'tel:' + dial + (n.extension ? ',,' + n.extension : ''));
-        el.setAttribute('data-dni-number', n.number + (n.extension ? ',' + n.extension : ''));
-        return;
+  // Where `text` holds a target number: [{s: start, e: end, r: replacement}].
+  function find(text) {
+    var found = [];
+    text.replace(RUN, function (match, at) {
+      if (/[0-9０-９A-Za-z]/.test(text.charAt(at - 1) + text.charAt(at + match.length))) return;
+      var n = lookup(national(match.replace(/\s*(转|分机|ext\.?|x)\s*[0-9０-９]+$/i, '')));
+      if (n) found.push({ s: at, e: at + match.length, r: reshape(match, n) });
+    });
+    return found;
+  }
+
+  // Each character's replacement: char by char, any growth after a match's last character.
+  function spread(text) {
+    var out = text.split('');
+    find(text).forEach(function (m) {
+      for (var j = m.s; j < m.e; j++) out[j] = m.r.charAt(j - m.s);
+      out[m.e - 1] += m.r.slice(m.e - m.s);
+    });
+    return out;
+  }
+
+  function remember(node, attr, value) {
+    var saved = original.get(node);
+    if (!attr) { if (saved === undefined) original.set(node, value); return; }
+    saved = saved || {};
+    if (!(attr in saved)) saved[attr] = value;
+    original.set(node, saved);
+  }
+
+  // Text nodes of one block, in order, so that <b>400</b>-888-<i>1234</i> is one number.
+  function swapBlock(nodes) {
+    var out = spread(nodes.map(function (n) { return n.nodeValue; }).join(''));
+    var pos = 0;
+    nodes.forEach(function (node) {
+      var v = node.nodeValue;
+      var next = out.slice(pos, pos += v.length).join('');
+      if (next !== v) { remember(node, null, v); node.nodeValue = next; }
+    });
+  }
+
+  function swapAttrs(el) {
+    ATTRS.forEach(function (name) {
+      var v = el.getAttribute(name);
+      if (!v) return;
+      var out = spread(v).join('');
+      if (name === 'href' && /^tel:/i.test(v)) {
+        var n = lookup(national(decodeURIComponent(v.slice(4).split(/[,;]/)[0])));
+        if (!n) return;
+        out = 'tel:' + (/^tel:\+/i.test(v) ? n.number : national(n.number)) + (n.extension ? ',,' + n.extension : '');
       }
-    }
+      if (out !== v) { remember(el, name, v); el.setAttribute(name, out); }
+    });
+  }
+
+  function off(el) {
+    return SKIP.test(el.nodeName) || el.isContentEditable || el.hasAttribute('data-dni-noswap');
   }
 
   function skipped(el) {
-    for (; el && el.nodeType === 1; el = el.parentNode) {
-      if (SKIP.test(el.nodeName) || el.isContentEditable || el.hasAttribute('data-dni-noswap')) return true;
-    }
+    for (; el && el.nodeType === 1; el = el.parentNode) if (off(el)) return true;
     return false;
   }
 
+  function block(node) {
+    var el = node.nodeType === 1 ? node : node.parentNode;
+    while (el && el.parentNode && el.nodeType === 1 && INLINE.test(el.nodeName)) el = el.parentNode;
+    return el;
+  }
+
   function scan(root) {
-    if (!numbers.length || !root || skipped(root.nodeType === 1 ? root : root.parentNode)) return;
-    if (root.nodeType === 3) { swapText(root); return; }
-    var walker = d.createTreeWalker(root, NodeFilter.SHOW_TEXT | NodeFilter.SHOW_ELEMENT, {
-      acceptNode: function (n) {
-        var skip = n.nodeType === 1 && (SKIP.test(n.nodeName) || n.isContentEditable || n.hasAttribute('data-dni-noswap'));
-        return skip ? NodeFilter.FILTER_REJECT : NodeFilter.FILTER_ACCEPT;
-      }
+    if (!numbers.length || !root || skipped(block(root))) return;
+    root = block(root);
+    var walker = d.createTreeWalker(root, 5, {
+      acceptNode: function (n) { return n.nodeType === 1 && off(n) ? 2 : 1; }
     });
-    if (root.nodeType === 1 && root.nodeName === 'A') swapLink(root);
-    for (var n = walker.nextNode(); n; n = walker.nextNode()) {
-      if (n.nodeType === 3) swapText(n); else if (n.nodeName === 'A') swapLink(n);
+    var group = [];
+    var owner = null;
+    for (var n = root; n; n = walker.nextNode()) {
+      if (n.nodeType === 1) {
+        if (n.matches('a[href^="tel:" i],[data-dni-swap]')) swapAttrs(n);
+        continue;
+      }
+      var b = block(n);
+      if (b !== owner && group.length) { swapBlock(group); group = []; }
+      owner = b;
+      group.push(n);
     }
+    if (group.length) swapBlock(group);
   }
 
   function restore() {
-    if (observer) observer.disconnect();
-    for (var i = swaps.length - 1; i >= 0; i--) {
-      var s = swaps[i];
-      if (s.attr) s.node.setAttribute(s.attr, s.original); else s.node.nodeValue = s.original;
-    }
-    swaps = [];
-    numbers = [];
+    original.forEach(function (value, node) {
+      if (typeof value === 'string') node.nodeValue = value;
+      else for (var name in value) node.setAttribute(name, value[name]);
+    });
+    original.clear();
   }
 
   function apply(list) {
-    var same = JSON.stringify(list) === JSON.stringify(numbers);
-    if (same && swaps.length) return;
+    list = list || [];
+    if (JSON.stringify(list) === JSON.stringify(numbers) && original.size) return;
+    pause();
     restore();
     numbers = list;
-    if (!numbers.length) return;
     scan(d.body || d.documentElement);
     watch();
-    for (var i = 0; i < listeners.length; i++) safe(listeners[i])(numbers.slice());
+    if (numbers.length) listeners.forEach(function (fn) { safe(fn)(numbers.slice()); });
   }
 
+  function pause() { if (observer) observer.disconnect(); }
+
   function watch() {
-    if (!w.MutationObserver || !d.body) return;
+    if (!w.MutationObserver || !numbers.length) return;
     observer = observer || new MutationObserver(safe(function (records) {
-      observer.disconnect();  // our own edits must not feed back
-      for (var i = 0; i < records.length; i++) {
-        var r = records[i];
+      pause();  // our own edits must not come back to us
+      records.forEach(function (r) {
         if (r.type === 'characterData') scan(r.target);
         for (var j = 0; j < r.addedNodes.length; j++) scan(r.addedNodes[j]);
-      }
+      });
       watch();
+      if (location.href !== url) beat();
     }));
-    observer.observe(d.body, { childList: true, subtree: true, characterData: true });
+    observer.observe(d.documentElement, { childList: true, subtree: true, characterData: true });
+  }
+
+  function storage(name) {
+    try { return w[name]; } catch (e) { return null; }
   }
 
   function visitorId() {
-    var name = '_dni_v';
-    var m = d.cookie.match(/(?:^|; )_dni_v=([A-Za-z0-9_.-]{8,64})/);
-    var id = m ? m[1] : null;
-    try { id = id || w.localStorage.getItem(name); } catch (e) { /* storage blocked */ }
-    id = id || ('v' + Date.now().toString(36) + Math.random().toString(36).slice(2, 12));
+    var found = d.cookie.match(/(?:^|; )_dni_v=([\w.-]{8,64})/);
+    var local = storage('localStorage');
+    var id = (found && found[1]) || (local && local.getItem('_dni_v')) ||
+      'v' + Date.now().toString(36) + Math.random().toString(36).slice(2, 12);
     var labels = location.hostname.split('.');
-    // The shortest parent domain that takes a cookie is the registrable one (never com.cn).
-    for (var i = labels.length - 2; i >= 0; i--) {
-      var domain = labels.slice(i).join('.');
-      d.cookie = name + '=' + id + '; path=/; max-age=31536000; SameSite=Lax; domain=' + domain;
-      if (d.cookie.indexOf(name + '=' + id) >= 0) break;
+    // The shortest parent domain that accepts a cookie is the registrable one: never com.cn.
+    for (var i = labels.length - 2; i >= -1; i--) {
+      var domain = i < 0 ? '' : '; domain=' + labels.slice(i).join('.');
+      d.cookie = '_dni_v=' + id + '; path=/; max-age=31536000; SameSite=Lax' + domain;
+      if (d.cookie.indexOf('_dni_v=' + id) >= 0) break;
     }
-    if (d.cookie.indexOf(name + '=' + id) < 0) d.cookie = name + '=' + id + '; path=/; max-age=31536000; SameSite=Lax';
-    try { w.localStorage.setItem(name, id); } catch (e) { /* storage blocked */ }
+    if (local) local.setItem('_dni_v', id);
     return id;
   }
 
-  function post(path, body) {
-    return fetch(api + path, { method: 'POST', body: JSON.stringify(body), keepalive: true, credentials: 'omit' })
+  function send(path, body) {
+    var ctl = w.AbortController ? new AbortController() : null;
+    var t = setTimeout(function () { if (ctl) ctl.abort(); }, 5000);
+    return fetch(api + path, { method: 'POST', body: JSON.stringify(body), keepalive: true, credentials: 'omit', signal: ctl && ctl.signal })
       .then(function (r) {
-        if (r.status === 404 && path !== '/v1/visits') return start();
-        if (!r.ok) throw new Error(r.status);
+        clearTimeout(t);
+        if (r.status === 404 && visit) { visit = null; return start(); }
+        if (!r.ok) throw r.status;
         return r.json().then(answer);
-      });
+      })
+      .catch(fail);
   }
 
   function answer(body) {
     visit = body.visit;
-    try { w.sessionStorage.setItem('_dni_s', JSON.stringify(body)); } catch (e) { /* storage blocked */ }
-    apply(body.numbers || []);
-    schedule((body.heartbeat || 60) * 1000);
+    url = location.href;
+    var local = storage('localStorage');
+    if (local) local.setItem(KEY, JSON.stringify({ t: Date.now(), visit: body.visit, numbers: body.numbers, site: cfg.site }));
+    apply(body.numbers);
+    clearInterval(timer);
+    timer = body.visit && d.visibilityState !== 'hidden' ? setInterval(safe(beat), (body.heartbeat || 60) * 1000) : 0;
   }
 
   function fail() {
-    try { w.sessionStorage.removeItem('_dni_s'); } catch (e) { /* storage blocked */ }
+    var local = storage('localStorage');
+    if (local) local.removeItem(KEY);
+    clearInterval(timer);
+    pause();
     restore();
-    stop();
+    numbers = [];
   }
 
   function start() {
-    return post('/v1/visits', { site: cfg.site, visitor: visitorId(), url: location.href, referrer: d.referrer }).catch(fail);
+    return send('/v1/visits', { site: cfg.site, visitor: visitorId(), url: location.href, referrer: d.referrer });
   }
 
   function beat() {
-    if (!visit) return start();
-    return post('/v1/visits/' + visit + '/heartbeat', { url: location.href }).catch(fail);
+    if (!started) return;
+    url = location.href;
+    return visit ? send('/v1/visits/' + visit + '/heartbeat', { url: location.href }) : start();
   }
 
-  function stop() { if (timer) clearInterval(timer); timer = null; }
-
-  function schedule(ms) {
-    stop();
-    if (visit && d.visibilityState === 'visible') timer = setInterval(safe(beat), ms);
+  function optedOut() {
+    var local = storage('localStorage');
+    return /(?:^|; )_dni_optout=1/.test(d.cookie) || (local && local.getItem('_dni_optout') === '1');
   }
 
-  var boot = safe(function () {
-    if (!cfg.site || !w.fetch || cfg.optout !== undefined) return;
-    try {
-      var remembered = JSON.parse(w.sessionStorage.getItem('_dni_s') || 'null');
-      if (remembered) { visit = remembered.visit; numbers = []; }
-      var early = safe(function () { if (remembered) apply(remembered.numbers || []); });
-      if (d.readyState === 'loading') d.addEventListener('DOMContentLoaded', early); else early();
-    } catch (e) { /* storage blocked */ }
-    var go = safe(function () { start(); });
-    if (d.readyState === 'loading') d.addEventListener('DOMContentLoaded', go); else go();
-    d.addEventListener('visibilitychange', safe(function () {
-      if (d.visibilityState === 'visible') beat(); else stop();
-    }));
+  var go = safe(function () {
+    if (started || !cfg.site || !w.fetch || optedOut()) return;
+    started = true;
+    // A page after the first: show the visit's numbers while the page parses, then confirm.
+    var local = storage('localStorage');
+    var saved = local && JSON.parse(local.getItem(KEY) || 'null');
+    if (saved && saved.site === cfg.site && Date.now() - saved.t < 6e5) {
+      visit = saved.visit;
+      apply(saved.numbers);
+    }
+    start();
+    ['visibilitychange', 'pageshow', 'popstate'].forEach(function (type) {
+      w.addEventListener(type, safe(function (e) {
+        if (d.visibilityState === 'hidden') clearInterval(timer);
+        else if (type !== 'pageshow' || e.persisted) beat();
+      }));
+    });
+    var push = history.pushState;
+    history.pushState = function () {
+      var result = push.apply(this, arguments);
+      safe(beat)();
+      return result;
+    };
     d.addEventListener('click', safe(function (e) {
-      var a = e.target && e.target.closest ? e.target.closest('a[href^="tel:"]') : null;
-      if (!a || !visit) return;
-      var body = JSON.stringify({ type: 'tel_click', number: a.getAttribute('data-dni-number') || a.getAttribute('href').slice(4) });
-      if (navigator.sendBeacon) navigator.sendBeacon(api + '/v1/visits/' + visit + '/events', body);
+      var a = e.target.closest && e.target.closest('a[href^="tel:" i]');
+      if (a && visit && navigator.sendBeacon) {
+        navigator.sendBeacon(api + '/v1/visits/' + visit + '/events',
+          JSON.stringify({ type: 'tel_click', number: a.getAttribute('href').slice(4, 44) }));
+      }
     }), true);
   });
 
   w.DNI = {
-    rescan: safe(function () { scan(d.body); }),
+    rescan: safe(function () { pause(); scan(d.body); watch(); }),
     numbers: function () { return numbers.slice(); },
-    // Called after every swap, and at once if numbers are already swapped.
     onSwap: function (fn) {
       if (typeof fn !== 'function') return;
       listeners.push(fn);
       if (numbers.length) safe(fn)(numbers.slice());
-    }
+    },
+    consent: go,
+    optOut: safe(function () {
+      d.cookie = '_dni_optout=1; path=/; max-age=31536000; SameSite=Lax';
+      var local = storage('localStorage');
+      if (local) local.setItem('_dni_optout', '1');
+      fail();
+      started = false;
+    })
   };
-  boot();
+  if (cfg.consent !== 'required') go();
 })(window, document);
