@@ -167,7 +167,12 @@ def pools(site_key: str | None) -> None:
     show_default=True,
     help="where browsers reach this dni service",
 )
-def snippet(site: str, base_url: str) -> None:
+@click.option(
+    "--no-flash",
+    is_flag=True,
+    help="render-blocking until loaded: later pages never paint the shop's number",
+)
+def snippet(site: str, base_url: str, no_flash: bool) -> None:
     """Print the embed code for SITE, pinned to this build with Subresource Integrity."""
     from dni.snippet import read_snippet
 
@@ -175,7 +180,7 @@ def snippet(site: str, base_url: str) -> None:
         built = read_snippet(_settings().snippet_path)
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(built.embed(base_url, site))
+    click.echo(built.embed(base_url, site, no_flash))
 
 
 @main.group()

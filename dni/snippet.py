@@ -25,11 +25,17 @@ class Snippet:
     def hashed_name(self) -> str:
         return f"dni.{self.digest}.js"
 
-    def embed(self, base_url: str, site: str) -> str:
-        """The <script> tag a shop pastes, pinned to this build."""
+    def embed(self, base_url: str, site: str, no_flash: bool = False) -> str:
+        """The <script> tag a shop pastes, pinned to this build.
+
+        `no_flash` adds blocking="render": pages after a visit's first never paint the shop's
+        number (the script is cached by then), at the cost of the first page's render waiting
+        for this 3 KB file.
+        """
         src = f"{base_url.rstrip('/')}/{self.hashed_name}"
+        blocking = ' blocking="render"' if no_flash else ""
         return (
-            f'<script async src="{src}" integrity="{self.integrity}" '
+            f'<script async{blocking} src="{src}" integrity="{self.integrity}" '
             f'crossorigin="anonymous" data-site="{site}"></script>'
         )
 

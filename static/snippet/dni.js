@@ -66,9 +66,10 @@
         return c > '9' ? String.fromCharCode(ch.charCodeAt(0) + 65248) : ch;
       })
       : digits;
+    // A tracking slot's own extension replaces the shop's; a whole tracking number needs none.
     var ext = n.extension
       ? (m ? tail.replace(/[0-9０-９]+$/, n.extension) : (/^\+86/.test(n.target) ? ' 转 ' : ' ext. ') + n.extension)
-      : tail;
+      : '';
     return prefix + out + ext;
   }
 
