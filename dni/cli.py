@@ -196,3 +196,12 @@ def bench_visits(seconds: int, connections: int) -> None:
     from dni.bench import run_visit_benchmark
 
     run_visit_benchmark(seconds, connections, click.echo)
+
+
+@bench.command("snippet")
+@click.option("--loads", default=5, show_default=True, help="page loads to take the median of")
+def bench_snippet(loads: int) -> None:
+    """Time to swap and main-thread cost of the snippet on a 5,000-text-node page."""
+    from dni.snippet_bench import run_snippet_benchmark
+
+    run_snippet_benchmark(loads, click.echo)

@@ -6,6 +6,7 @@ real-looking domains (shop.example.com.cn, whose public suffix is com.cn).
 
 from __future__ import annotations
 
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -129,6 +130,7 @@ def test_paid_visit_swaps_every_occurrence_in_its_own_format(
     assert text(page, "#paren") == "(+86) 400-100-0001"
     assert text(page, "#dots") == "400.100.0001"
     assert text(page, "#dot-mid") == "400·100·0001"
+    assert text(page, "#dash") == "400—100—0001"
     assert text(page, "#fullwidth") == "４００-１００-０００１"
     assert text(page, "#zero") == "0086-400-100-0001"
     assert text(page, "#split") == "电话 400-100-0001"
@@ -154,6 +156,7 @@ def test_lookalikes_and_protected_places_stay_untouched(context: BrowserContext,
     assert page.input_value("#textarea") == "400-888-1234"
     assert text(page, "#editable") == "400-888-1234"
     assert text(page, "#noswap") == "400-888-1234"
+    assert page.evaluate("document.getElementById('inline').textContent").count("400-888-1234") == 1
 
 
 def test_extension_slot_is_shown_with_zhuan_and_dialled_with_commas(
@@ -358,3 +361,41 @@ def test_plain_async_embed_shows_no_wrong_number_on_later_pages(
     frames = page.evaluate("window.__frames")
     assert set(frames) <= {"全国热线 400-888-1234", "全国热线 400-100-0001"}
     assert frames[-1] == "全国热线 400-100-0001"
+
+
+def test_framework_rerender_of_a_swapped_node_is_swapped_again(
+    context: BrowserContext, shop: str
+) -> None:
+    page, _ = open_page(context, shop + "/" + PAID)
+    swapped(page)
+    page.evaluate("document.getElementById('h1').firstChild.nodeValue = '热线 400-888-1234'")
+    page.wait_for_function("document.getElementById('h1').textContent === '热线 400-100-0001'")
+
+
+def test_heartbeats_only_while_visible(browser: Browser, shop: str) -> None:
+    context = browser.new_context(user_agent=DESKTOP_UA)
+    beats: list[str] = []
+
+    def one_second(route: Any) -> None:  # heartbeat every second instead of every minute
+        # Playwright fetches outside Chromium, where api.dni.test does not resolve.
+        response = route.fetch(url=route.request.url.replace("api.dni.test", "127.0.0.1"))
+        body = response.json() | {"heartbeat": 1}
+        route.fulfill(response=response, json=body)
+
+    try:
+        context.route(re.compile(r"/v1/visits(/[^/]+/heartbeat)?$"), one_second)
+        page = context.new_page()
+        page.on("request", lambda r: beats.append(r.url) if "heartbeat" in r.url else None)
+        page.goto(shop + "/" + PAID)
+        swapped(page)
+        page.wait_for_timeout(2500)
+        assert len(beats) >= 2
+        page.evaluate(
+            """() => { Object.defineProperty(document, 'visibilityState', {value: 'hidden'});
+                       document.dispatchEvent(new Event('visibilitychange', {bubbles: true})); }"""
+        )
+        seen = len(beats)
+        page.wait_for_timeout(2500)
+        assert len(beats) == seen
+    finally:
+        context.close()

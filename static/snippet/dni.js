@@ -16,6 +16,7 @@
   // and optionally the shop's own extension ("转 8", "ext. 8").
   var RUN = /(?:[+＋]|00)?[0-9０-９](?:[0-9０-９]|[ \u00a0\-.·—()（）](?=[ \u00a0\-.·—()（）]?[0-9０-９])){6,20}(?:\s*(?:转|分机|ext\.?|x)\s*[0-9０-９]{1,6})?/gi;
   var ATTRS = ['alt', 'title', 'aria-label', 'href', 'content'];
+  var SEL = 'a[href^="tel:" i],[data-dni-swap]';
   var KEY = '_dni';
   var visit = null;
   var numbers = [];
@@ -84,10 +85,13 @@
     return found;
   }
 
-  // Each character's replacement: char by char, any growth after a match's last character.
+  // `text` with each hit written in: char by char, any growth after a hit's last character.
+  // Returns the characters as an array (one entry per original character), or null.
   function spread(text) {
+    var hits = find(text);
+    if (!hits.length) return null;
     var out = text.split('');
-    find(text).forEach(function (m) {
+    hits.forEach(function (m) {
       for (var j = m.s; j < m.e; j++) out[j] = m.r.charAt(j - m.s);
       out[m.e - 1] += m.r.slice(m.e - m.s);
     });
@@ -105,6 +109,7 @@
   // Text nodes of one block, in order, so that <b>400</b>-888-<i>1234</i> is one number.
   function swapBlock(nodes) {
     var out = spread(nodes.map(function (n) { return n.nodeValue; }).join(''));
+    if (!out) return;
     var pos = 0;
     nodes.forEach(function (node) {
       var v = node.nodeValue;
@@ -117,7 +122,7 @@
     ATTRS.forEach(function (name) {
       var v = el.getAttribute(name);
       if (!v) return;
-      var out = spread(v).join('');
+      var out = (spread(v) || [v]).join('');
       if (name === 'href' && /^tel:/i.test(v)) {
         var n = lookup(national(decodeURIComponent(v.slice(4).split(/[,;]/)[0])));
         if (!n) return;
@@ -127,8 +132,10 @@
     });
   }
 
+  // Attribute checks only: isContentEditable would make the browser compute styles.
   function off(el) {
-    return SKIP.test(el.nodeName) || el.isContentEditable || el.hasAttribute('data-dni-noswap');
+    var edit = el.getAttribute('contenteditable');
+    return SKIP.test(el.nodeName) || el.hasAttribute('data-dni-noswap') || (edit !== null && edit !== 'false');
   }
 
   function skipped(el) {
@@ -142,25 +149,28 @@
     return el;
   }
 
+  // Native walks only (a JS filter per node costs more than the rest of the scan): find the
+  // blocks holding digits, then swap each block's text as one string.
   function scan(root) {
-    if (!numbers.length || !root || skipped(block(root))) return;
-    root = block(root);
-    var walker = d.createTreeWalker(root, 5, {
-      acceptNode: function (n) { return n.nodeType === 1 && off(n) ? 2 : 1; }
-    });
-    var group = [];
-    var owner = null;
-    for (var n = root; n; n = walker.nextNode()) {
-      if (n.nodeType === 1) {
-        if (n.matches('a[href^="tel:" i],[data-dni-swap]')) swapAttrs(n);
-        continue;
-      }
-      var b = block(n);
-      if (b !== owner && group.length) { swapBlock(group); group = []; }
-      owner = b;
-      group.push(n);
+    var top = root && block(root);
+    if (!numbers.length || !top || skipped(top)) return;
+    var blocks = new Set();
+    var walker = d.createTreeWalker(top, 4);
+    for (var n = walker.nextNode(); n; n = walker.nextNode()) {
+      if (/[0-9０-９]/.test(n.nodeValue)) blocks.add(block(n));
     }
-    if (group.length) swapBlock(group);
+    blocks.forEach(function (b) {
+      if (!find(b.textContent).length || skipped(b)) return;  // cheap test first
+      var group = [];
+      var inner = d.createTreeWalker(b, 4);
+      for (var t = inner.nextNode(); t; t = inner.nextNode()) {
+        if (block(t) === b && !skipped(t.parentNode)) group.push(t);
+      }
+      swapBlock(group);
+    });
+    [top].concat([].slice.call(top.querySelectorAll(SEL))).forEach(function (el) {
+      if (el.matches(SEL) && !skipped(el)) swapAttrs(el);
+    });
   }
 
   function restore() {
