@@ -337,28 +337,29 @@ def render_blocking_shop(api: str) -> Iterator[str]:
     served.stop()
 
 
+def frames_of_second_page(context: BrowserContext, shop: str) -> list[str]:
+    """The hotline's text before each frame of a visit's second page."""
+    page, _ = open_page(context, shop + "/" + PAID)
+    swapped(page)
+    page.goto(shop + "/second")
+    swapped(page)
+    page.wait_for_timeout(200)
+    frames: list[str] = page.evaluate("window.__frames")
+    assert frames, "no frame was recorded"
+    return frames
+
+
 def test_later_pages_never_paint_the_shops_number(
     context: BrowserContext, render_blocking_shop: str
 ) -> None:
-    page, _ = open_page(context, render_blocking_shop + "/" + PAID)
-    swapped(page)
-    page.goto(render_blocking_shop + "/second")
-    swapped(page)
-    page.wait_for_timeout(200)
-    frames = page.evaluate("window.__frames")
-    assert frames, "no frame was recorded"
+    frames = frames_of_second_page(context, render_blocking_shop)
     assert set(frames) == {"全国热线 400-100-0001"}, frames[:5]
 
 
 def test_plain_async_embed_shows_no_wrong_number_on_later_pages(
     context: BrowserContext, shop: str
 ) -> None:
-    page, _ = open_page(context, shop + "/" + PAID)
-    swapped(page)
-    page.goto(shop + "/second")
-    swapped(page)
-    page.wait_for_timeout(200)
-    frames = page.evaluate("window.__frames")
+    frames = frames_of_second_page(context, shop)
     assert set(frames) <= {"全国热线 400-888-1234", "全国热线 400-100-0001"}
     assert frames[-1] == "全国热线 400-100-0001"
 
