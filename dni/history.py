@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from dni.models import Lease, Pool, Site, TrackingNumber, Visit, VisitEvent
-from dni.pools import KEY_NAMES, drain, pool_keys
+from dni.pools import KEY_NAMES, as_text, drain, pool_keys
 from dni.visits import Stores, site_prefix
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,6 @@ class Flushed:
 
 def _moment(ms: str | int | float) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _insert_new(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
@@ -79,7 +75,7 @@ def flush_history(stores: Stores) -> Flushed:
     for key in row_keys:
         pipe.hgetall(key)
     rows = {
-        key: {_text(k): _text(v) for k, v in found.items()}
+        key: {as_text(k): as_text(v) for k, v in found.items()}
         for key, found in zip(row_keys, pipe.execute(), strict=True)
     }
     pending = _Pending(seen, rows)

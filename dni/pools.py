@@ -99,7 +99,8 @@ class Scripts:
         return list(pipe.execute())
 
 
-def _text(value: Any) -> str:
+def as_text(value: Any) -> str:
+    """A Redis reply value as str, whether the client decodes replies or not."""
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
@@ -135,7 +136,7 @@ def read_lease_results(
     """Turn lease script replies into outcomes; None marks a pool that must be synced first."""
     results: list[LeaseOutcome | None] = []
     for request, raw in zip(requests, raw_results, strict=True):
-        outcome = _text(raw[0])
+        outcome = as_text(raw[0])
         if outcome == "resync":
             results.append(None)
         elif outcome in ("fallback", "lost"):
@@ -203,7 +204,7 @@ def sync_pool(
     (result,) = scripts.run(
         client, [("sync", pool_keys(pool.id), [pool.version, now_ms, max_seq, json.dumps(spec)])]
     )
-    return _text(result)
+    return as_text(result)
 
 
 def drain(client: RedisClient, scripts: Scripts, keys: Sequence[str]) -> list[dict[str, str]]:
@@ -211,7 +212,7 @@ def drain(client: RedisClient, scripts: Scripts, keys: Sequence[str]) -> list[di
     raw = scripts.run(client, [("drain", [k], []) for k in keys])
     drained = []
     for flat in raw:
-        items = [_text(v) for v in flat]
+        items = [as_text(v) for v in flat]
         drained.append(dict(zip(items[::2], items[1::2], strict=True)))
     return drained
 
@@ -234,7 +235,7 @@ def pool_health(client: RedisClient, pool: PoolConfig, now: datetime) -> PoolHea
     pipe.zcount(keys["busy"], to_ms(now), "+inf")
     pipe.hgetall(keys["stats"])
     in_use, stats = pipe.execute()
-    counters = {_text(k): int(v) for k, v in stats.items()}
+    counters = {as_text(k): int(v) for k, v in stats.items()}
     return PoolHealth(
         pool_id=pool.id,
         size=len(pool.slots),

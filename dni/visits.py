@@ -27,6 +27,7 @@ from dni.pools import (
     LeaseRequest,
     RedisClient,
     Scripts,
+    as_text,
     lease_calls,
     lease_slots,
     read_lease_results,
@@ -170,10 +171,6 @@ def choose_numbers(site: SiteConfig, facts: dict[str, str]) -> tuple[list[list[s
     return static, pools
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
 class Visits:
     """Visit operations over Redis; the web layer makes one call per request."""
 
@@ -231,7 +228,7 @@ class Visits:
         ]  # fmt: skip
         try:
             (reply,) = self.stores.scripts.run(self.stores.redis, [self._visit_call(site, args)])
-            outcome = _text(reply[0])
+            outcome = as_text(reply[0])
             if outcome == "limited":
                 raise RateLimited("too many new visits from this address; try again later")
             state = VisitState.loads(reply[1])
@@ -260,7 +257,7 @@ class Visits:
                 self.stores.redis,
                 [self._visit_call(site, touch), *lease_calls(requests, now, mode="renew")],
             )
-            if _text(replies[0][0]) == "gone":
+            if as_text(replies[0][0]) == "gone":
                 raise NotFound("visit not found or ended")
             state = VisitState.loads(replies[0][1])
             renewed = read_lease_results(requests, replies[1:])
@@ -281,7 +278,7 @@ class Visits:
             (reply,) = self.stores.scripts.run(self.stores.redis, [self._visit_call(site, args)])
         except RedisError as exc:
             raise Unavailable("the number pool store is unavailable") from exc
-        if _text(reply[0]) == "gone":
+        if as_text(reply[0]) == "gone":
             raise NotFound("visit not found or ended")
 
     @staticmethod
