@@ -131,7 +131,10 @@ def flush() -> None:
     settings = _settings()
     stores = Stores(connect_redis(settings), Scripts(), _sessions(settings))
     done = flush_history(stores)
-    click.echo(f"flushed {done.leases} lease(s) and {done.visits} visit(s)")
+    click.echo(
+        f"flushed {done.visits} visit(s), {done.leases} lease(s), {done.events} event(s), "
+        f"{done.updates} update(s)"
+    )
 
 
 @main.command()

@@ -400,3 +400,29 @@ def test_heartbeats_only_while_visible(browser: Browser, shop: str) -> None:
         assert len(beats) == seen
     finally:
         context.close()
+
+
+def test_visitor_id_falls_back_to_storage_when_cookies_are_refused(
+    browser: Browser, shop: str
+) -> None:
+    context = browser.new_context(user_agent=DESKTOP_UA)
+    # A browser refusing cookies: writes are dropped, reads see nothing.
+    context.add_init_script(
+        "Object.defineProperty(Document.prototype, 'cookie', {get: () => '', set: () => {}})"
+    )
+    visitors: list[str] = []
+    context.on(
+        "request",
+        lambda r: (
+            visitors.append(r.post_data_json["visitor"]) if r.url.endswith("/v1/visits") else None
+        ),
+    )
+    try:
+        page, errors = open_page(context, shop + "/")
+        swapped(page)
+        page.goto(shop + "/second")
+        swapped(page)
+        assert len(visitors) == 2 and visitors[0] == visitors[1]
+        assert errors == []
+    finally:
+        context.close()

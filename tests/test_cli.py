@@ -1,0 +1,50 @@
+"""The `dni` command on real stores: schema upgrade, flush, pool health."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.orm import Session, sessionmaker
+
+from dni.cli import main
+from dni.web.runtime import Runtime
+from tests.conftest import Clock
+from tests.factories import load_toml, shop_toml, start_visit
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, database_url: str, redis_url: str) -> None:
+    monkeypatch.setenv("DNI_DATABASE_URL", database_url)
+    monkeypatch.setenv("DNI_REDIS_URL", redis_url)
+
+
+@pytest.mark.usefixtures("env")
+def test_db_upgrade_is_idempotent() -> None:
+    result = CliRunner().invoke(main, ["db", "upgrade"])
+    assert result.exit_code == 0 and "newest revision" in result.output
+
+
+@pytest.mark.usefixtures("env")
+def test_flush_and_pools_report_what_happened(
+    rt: Runtime, sessions: sessionmaker[Session], clock: Clock
+) -> None:
+    clock.now = datetime.now(UTC)  # the command reads the wall clock
+    load_toml(sessions, shop_toml())
+    for n in range(4):
+        start_visit(rt, f"visitor-{n}cli", "https://shop.example.cn/?utm_medium=cpc&utm_source=x")
+    flushed = CliRunner().invoke(main, ["flush"])
+    assert flushed.exit_code == 0, flushed.output
+    assert flushed.output.strip() == "flushed 4 visit(s), 3 lease(s), 0 event(s), 0 update(s)"
+    pools = CliRunner().invoke(main, ["pools", "--site", "shop"])
+    assert pools.exit_code == 0, pools.output
+    rows = {line.split()[1]: line.split()[2:] for line in pools.output.splitlines()[1:]}
+    assert rows["paid"] == ["3", "3", "3", "1", "0"]  # size, in use, peak, fallback, shared
+    assert rows["everyone"] == ["10", "0", "0", "0", "0"]
+
+
+def test_bad_setting_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DNI_REDIS_CLUSTER", "maybe")
+    result = CliRunner().invoke(main, ["flush"])
+    assert result.exit_code == 1 and "DNI_REDIS_CLUSTER='maybe'" in result.output
