@@ -28,6 +28,10 @@ from dni.visits import Stores, site_prefix
 
 log = logging.getLogger(__name__)
 POOL_KEY = dict(zip(KEY_NAMES, range(len(KEY_NAMES)), strict=True))
+FLUSH_LOCK = "dni:flush:lock"
+LOCK_SECONDS = 60
+# How long a lease start or event may wait in Redis for its visit row before it is dropped.
+ORPHAN_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -50,16 +54,21 @@ def _insert_new(connection: Connection, table: Table, rows: list[dict[str, Any]]
     connection.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
 
 
-@dataclass
-class _Pending:
-    """What one flush read from Redis: hash key -> {field: value}."""
+def flush_history(stores: Stores, now: datetime | None = None) -> Flushed:
+    """Write everything pending in Redis to SQL; nothing is removed before it is committed.
 
-    seen: dict[str, dict[str, str]]
-    rows: dict[str, dict[str, str]]
+    One flush runs at a time across all workers and nodes (a Redis lock); the others skip.
+    """
+    lock = stores.redis.lock(FLUSH_LOCK, timeout=LOCK_SECONDS, blocking=False)
+    if not lock.acquire():
+        return Flushed()
+    try:
+        return _flush(stores, now or datetime.now(UTC))
+    finally:
+        lock.release()
 
 
-def flush_history(stores: Stores) -> Flushed:
-    """Write everything pending in Redis to SQL; nothing is removed before it is committed."""
+def _flush(stores: Stores, now: datetime) -> Flushed:
     with stores.sessions() as session:
         pool_ids = list(session.scalars(select(Pool.id)))
         site_ids = list(session.scalars(select(Site.id)))
@@ -78,61 +87,83 @@ def flush_history(stores: Stores) -> Flushed:
         key: {as_text(k): as_text(v) for k, v in found.items()}
         for key, found in zip(row_keys, pipe.execute(), strict=True)
     }
-    pending = _Pending(seen, rows)
     try:
         with stores.sessions.begin() as session:
-            done = _write(session.connection(), pending, pool_ids, site_ids)
+            done, waiting = _write(session.connection(), seen, rows, pool_ids, site_ids, now)
     except SQLAlchemyError:
-        _put_back(stores, pending.seen)
+        _put_back(stores, seen)
         raise
     pipe = stores.redis.pipeline(transaction=False)
     for key, found in rows.items():
-        if found:
-            pipe.hdel(key, *found)
+        stored = [field for field in found if (key, field) not in waiting]
+        if stored:
+            pipe.hdel(key, *stored)
     pipe.execute()
     return done
 
 
 def _write(
-    connection: Connection, pending: _Pending, pool_ids: list[int], site_ids: list[int]
-) -> Flushed:
+    connection: Connection,
+    seen: dict[str, dict[str, str]],
+    rows: dict[str, dict[str, str]],
+    pool_ids: list[int],
+    site_ids: list[int],
+    now: datetime,
+) -> tuple[Flushed, set[tuple[str, str]]]:
+    """Insert queued rows and apply heartbeats; return what must wait in Redis for its visit."""
     visits, leases, events = [], [], []
     for site_id in site_ids:
         prefix = site_prefix(site_id)
-        for visit_id, raw in pending.rows[prefix + "rows"].items():
+        for visit_id, raw in rows[prefix + "rows"].items():
             row = json.loads(raw)
             started = _moment(row["started_at"])
             row |= {"id": visit_id, "started_at": started, "last_seen_at": started}
             row |= {"pages_viewed": 1, "last_url": row["landing_page"]}
             visits.append(row)
-        for event_id, raw in pending.rows[prefix + "events"].items():
+        for event_id, raw in rows[prefix + "events"].items():
             event = json.loads(raw)
             events.append(
                 {"id": event_id, "visit_id": event["visit"], "type": event["type"],
-                 "number": event["number"], "at": _moment(event["at"])}
+                 "number": event["number"], "at": _moment(event["at"]),
+                 "_key": (prefix + "events", event_id), "_at": _moment(event["at"])}
             )  # fmt: skip
     for pool_id in pool_ids:
-        for seq, raw in pending.rows[pool_keys(pool_id)[POOL_KEY["starts"]]].items():
+        key = pool_keys(pool_id)[POOL_KEY["starts"]]
+        for seq, raw in rows[key].items():
             start = json.loads(raw)
             leases.append(
                 {"pool_id": pool_id, "seq": int(seq), "number_id": int(start["n"]),
                  "visit_id": start["s"], "visitor_id": start["v"],
                  "started_at": _moment(start["t"]), "last_seen_at": _moment(start["t"]),
-                 "expires_at": _moment(start["e"]), "shared": bool(start["sh"])}
+                 "expires_at": _moment(start["e"]), "shared": bool(start["sh"]),
+                 "_key": (key, seq), "_at": _moment(start["t"])}
             )  # fmt: skip
 
     _insert_new(connection, Visit.__table__, visits)  # type: ignore[arg-type]
     known_visits = _existing(connection, Visit.id, {r["visit_id"] for r in leases + events})
+    # Events name no number: 0 stands for "none needed".
     known_numbers = _existing(connection, TrackingNumber.id, {r["number_id"] for r in leases})
-    orphans = [r for r in leases + events if r["visit_id"] not in known_visits]
-    orphans += [r for r in leases if r["number_id"] not in known_numbers]
-    if orphans:
-        # Only possible if Redis lost a visit row it had queued; these cannot be stored.
-        log.error("dropping %d lease/event rows whose visit or number is unknown", len(orphans))
-    _insert_new(connection, Lease.__table__, [r for r in leases if r not in orphans])  # type: ignore[arg-type]
-    _insert_new(connection, VisitEvent.__table__, [r for r in events if r not in orphans])  # type: ignore[arg-type]
-    updates = _apply_seen(connection, pending.seen, pool_ids, site_ids)
-    return Flushed(len(visits), len(leases), len(events), updates)
+    known_numbers.add(0)
+    ready: list[dict[str, Any]] = []
+    unready: list[dict[str, Any]] = []
+    for r in leases + events:
+        known = r["visit_id"] in known_visits and r.get("number_id", 0) in known_numbers
+        (ready if known else unready).append(r)
+    # A visit row is queued before its leases and events, so these are normally in flight; only
+    # a Redis that lost data makes them stay unmatched, and then they are dropped after a while.
+    stale = [r for r in unready if (now - r["_at"]).total_seconds() > ORPHAN_SECONDS]
+    if stale:
+        log.error("dropping %d lease/event rows whose visit or number never arrived", len(stale))
+    waiting = {r["_key"] for r in unready} - {r["_key"] for r in stale}
+    _insert_new(connection, Lease.__table__, _clean(r for r in ready if "seq" in r))  # type: ignore[arg-type]
+    _insert_new(connection, VisitEvent.__table__, _clean(r for r in ready if "seq" not in r))  # type: ignore[arg-type]
+    updates = _apply_seen(connection, seen, pool_ids, site_ids)
+    return Flushed(len(visits), len(leases), len(events), updates), waiting
+
+
+def _clean(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without the bookkeeping keys (those starting with "_")."""
+    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
 
 
 def _existing(connection: Connection, column: Any, ids: Iterable[Any]) -> set[Any]:
