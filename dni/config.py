@@ -63,6 +63,9 @@ class Settings:
     max_body_bytes: int = 16 * 1024
     # The built snippet served at /dni.js (the repository's build by default).
     snippet_path: Path = field(default_factory=lambda: SNIPPET)
+    # The public base URL providers call (e.g. https://dni.example.cn), needed to check
+    # Twilio's signatures behind a proxy that rewrites the host or scheme; empty: as received.
+    public_url: str = ""
     # Serve the demo shop page at /demo (set by `dni demo`).
     demo: bool = False
 

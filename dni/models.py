@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -197,3 +198,38 @@ class VisitEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     number: Mapped[str] = mapped_column(String(40), default="")
     at: Mapped[datetime] = mapped_column()
+
+
+class Call(Base):
+    """A call to a tracking number, as a provider reported it; one row per provider call id."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        UniqueConstraint("site_id", "provider", "provider_call_id"),
+        Index("ix_calls_site_started", "site_id", "started_at"),
+        Index("ix_calls_tracking_started", "tracking_e164", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    provider: Mapped[str] = mapped_column(String(32))
+    provider_call_id: Mapped[str] = mapped_column(String(128))
+    tracking_e164: Mapped[str] = mapped_column(String(20))
+    extension: Mapped[str] = mapped_column(String(8), default="")
+    caller_e164: Mapped[str] = mapped_column(String(20), default="", index=True)
+    caller_raw: Mapped[str] = mapped_column(String(64), default="")
+    caller_anonymous: Mapped[bool] = mapped_column(Boolean, default=False)
+    caller_region: Mapped[str] = mapped_column(String(64), default="")
+    caller_carrier: Mapped[str] = mapped_column(String(64), default="")
+    started_at: Mapped[datetime] = mapped_column()
+    duration_seconds: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16))
+    recording_url: Mapped[str] = mapped_column(Text, default="")
+    # Filled by attribution; None until a call has been attributed.
+    visit_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("visits.id"))
+    attribution_method: Mapped[str | None] = mapped_column(String(16))
+    attribution_confidence: Mapped[float | None] = mapped_column(Float)
+    attribution_candidates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Every payload the provider sent about this call, oldest first (kept: nothing is dropped).
+    payloads: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column()

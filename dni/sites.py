@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -92,9 +93,20 @@ class SiteConfig:
     keyword_param: str | None
     pools: tuple[PoolConfig, ...]
     source_numbers: tuple[SourceConfig, ...]
+    forward_to_e164: str | None = None
+    # Secrets as written in the sites file: a literal or an "env:NAME" reference.
+    twilio_auth_token: str | None = None
+    cdr_secret: str | None = None
     pools_by_id: Mapping[int, PoolConfig] = field(default_factory=dict)
     # How long a quiet visit lasts: the longest lease of the site's pools.
     session_seconds: int = 1800
+
+    def secret(self, name: str) -> str | None:
+        """A secret's value: "env:NAME" is read from the environment at the time of use."""
+        ref = getattr(self, name)
+        if ref and ref.startswith("env:"):
+            return os.environ.get(ref[4:]) or None
+        return ref or None
 
     def allows_origin(self, host: str) -> bool:
         host = host.lower()
@@ -118,6 +130,9 @@ def _snapshot(site: Site, slots: Mapping[int, dict[int, Slot]]) -> SiteConfig:
         keyword_param=site.keyword_param,
         pools=pools,
         source_numbers=sources,
+        forward_to_e164=site.forward_to_e164,
+        twilio_auth_token=site.twilio_auth_token,
+        cdr_secret=site.cdr_secret,
         pools_by_id={p.id: p for p in pools},
         session_seconds=max((p.lease_seconds for p in pools), default=1800),
     )

@@ -21,6 +21,8 @@ timezone = "Asia/Shanghai"
 country = "CN"
 forward_to = "+862161234567"
 keyword_param = "kw"
+twilio_auth_token = "twilio-test-token-0123456789"
+cdr_secret = "env:DNI_TEST_CDR_SECRET"
 
 [[site.pool]]
 name = "paid"

@@ -1,0 +1,129 @@
+"""Calls: store each provider's call record exactly once, whatever order its updates arrive in.
+
+Numbers are normalised to E.164 in the site's country; the caller's region and carrier come from
+libphonenumber's data (Chinese names). Attribution to a visit is a separate step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import phonenumbers
+from phonenumbers import carrier, geocoder
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from dni.errors import InvalidInput
+from dni.models import Call
+from dni.sites import SiteConfig
+
+# Later statuses win; terminal ones (rank 4) are never replaced by earlier progress events.
+STATUS_RANK = {
+    "queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3,
+    "completed": 4, "busy": 4, "failed": 4, "no-answer": 4, "canceled": 4,
+}  # fmt: skip
+STATUSES = tuple(STATUS_RANK)
+# What carriers and providers put in place of a withheld caller id.
+ANONYMOUS = {"", "anonymous", "restricted", "unknown", "private", "unavailable", "withheld",
+             "+266696687", "266696687", "0", "00000000000"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One report about a call, from any provider, before normalisation."""
+
+    provider: str
+    call_id: str
+    caller: str
+    called: str
+    started_at: datetime
+    status: str
+    duration: int | None = None
+    extension: str = ""
+    recording_url: str = ""
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Caller:
+    e164: str
+    anonymous: bool
+    region: str
+    carrier: str
+
+
+def read_caller(raw: str, country: str) -> Caller:
+    """Normalise a caller id; withheld ones are flagged and never matched on."""
+    if raw.strip().lower() in ANONYMOUS:
+        return Caller("", True, "", "")
+    try:
+        number = phonenumbers.parse(raw, country.upper())
+    except phonenumbers.NumberParseException:
+        return Caller("", False, "", "")
+    if not phonenumbers.is_possible_number(number):
+        return Caller("", False, "", "")
+    return Caller(
+        e164=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        anonymous=False,
+        region=geocoder.description_for_number(number, "zh")[:64],
+        carrier=carrier.name_for_number(number, "zh")[:64],
+    )
+
+
+def tracking_number(raw: str, country: str) -> str:
+    """The dialled number in E.164; InvalidInput naming `to` when it is not a number."""
+    try:
+        number = phonenumbers.parse(raw, country.upper())
+    except phonenumbers.NumberParseException:
+        raise InvalidInput("the called number is not a phone number", {"to": raw[:40]}) from None
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def record_call(session: Session, site: SiteConfig, record: CallRecord, now: datetime) -> str:
+    """Store or update the call; returns "created", "updated" or "unchanged" (a duplicate)."""
+    call = session.scalar(
+        select(Call).where(
+            Call.site_id == site.id,
+            Call.provider == record.provider,
+            Call.provider_call_id == record.call_id,
+        )
+    )
+    if call is None:
+        caller = read_caller(record.caller, site.country)
+        session.add(
+            Call(
+                site_id=site.id,
+                provider=record.provider,
+                provider_call_id=record.call_id,
+                tracking_e164=tracking_number(record.called, site.country),
+                extension=record.extension,
+                caller_e164=caller.e164,
+                caller_raw=record.caller[:64],
+                caller_anonymous=caller.anonymous,
+                caller_region=caller.region,
+                caller_carrier=caller.carrier,
+                started_at=record.started_at,
+                duration_seconds=record.duration or 0,
+                status=record.status,
+                recording_url=record.recording_url,
+                attribution_candidates=[],
+                payloads=[record.payload] if record.payload else [],
+                updated_at=now,
+            )
+        )
+        session.flush()
+        return "created"
+    if record.payload in call.payloads:
+        return "unchanged"
+    if STATUS_RANK[record.status] >= STATUS_RANK.get(call.status, 0):
+        call.status = record.status
+    if record.duration is not None:
+        call.duration_seconds = max(call.duration_seconds, record.duration)
+    if record.recording_url:
+        call.recording_url = record.recording_url
+    call.started_at = min(call.started_at, record.started_at)
+    call.payloads = [*call.payloads, record.payload]
+    call.updated_at = now
+    return "updated"

@@ -1,0 +1,1 @@
+"""Inbound adapters: each turns one provider's call reports into `dni.calls.CallRecord`s."""

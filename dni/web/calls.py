@@ -1,0 +1,88 @@
+"""Provider webhooks (DESIGN §6.3): signatures first, then one domain call, then the reply."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from dni.calls import record_call
+from dni.errors import Forbidden, NotFound
+from dni.providers import cdr, twilio
+from dni.sites import SiteConfig
+from dni.web.inputs import TooLarge
+from dni.web.runtime import runtime
+
+bp = Blueprint("calls", __name__)
+MAX_CDR_BYTES = 2 * 1024 * 1024
+
+
+def _site(key: str) -> SiteConfig:
+    site = runtime().sites.get(key)
+    if site is None:
+        raise NotFound("unknown site", {"site": key})
+    return site
+
+
+def _secret(site: SiteConfig, name: str) -> str:
+    value = site.secret(name)
+    if value is None:
+        raise Forbidden(f"{name} is not configured for this site", {name: "missing"})
+    return value
+
+
+@bp.post("/v1/calls/cdr/<site_key>")
+def cdr_push(site_key: str) -> tuple[Response, int]:
+    rt = runtime()
+    site = _site(site_key)
+    if (request.content_length or 0) > MAX_CDR_BYTES:
+        raise TooLarge(f"request body over {MAX_CDR_BYTES} bytes")
+    body = request.get_data(cache=False)
+    headers = request.headers
+    cdr.verify(
+        _secret(site, "cdr_secret"),
+        headers.get("X-DNI-Timestamp"),
+        headers.get("X-DNI-Signature"),
+        body,
+        rt.now(),
+    )
+    records = cdr.parse_batch(body)
+    with rt.stores.sessions.begin() as session:
+        outcomes = [record_call(session, site, r, rt.now()) for r in records]
+    calls = [{"call_id": r.call_id, "result": o} for r, o in zip(records, outcomes, strict=True)]
+    return jsonify({"stored": len(calls), "calls": calls}), 200
+
+
+def _twilio_url() -> str:
+    """The URL Twilio signed: DNI_PUBLIC_URL behind a proxy, else the request's own."""
+    base = runtime().settings.public_url
+    return base.rstrip("/") + request.full_path.rstrip("?") if base else request.url
+
+
+def _twilio_report(site: SiteConfig) -> None:
+    rt = runtime()
+    twilio.verify(
+        _secret(site, "twilio_auth_token"),
+        _twilio_url(),
+        request.form,
+        request.headers.get("X-Twilio-Signature"),
+    )
+    with rt.stores.sessions.begin() as session:
+        record_call(session, site, twilio.call_report(request.form, rt.now()), rt.now())
+
+
+@bp.post("/v1/calls/twilio/<site_key>/voice")
+def twilio_voice(site_key: str) -> Response:
+    site = _site(site_key)
+    _twilio_report(site)
+    status_url = _twilio_url().replace("/voice", "/status", 1).split("?")[0]
+    if site.forward_to_e164 is None:
+        current_app.logger.error("site %s has no forward_to: the call is hung up", site.key)
+        twiml = twilio.hang_up()
+    else:
+        twiml = twilio.forward(site.forward_to_e164, status_url)
+    return Response(twiml, mimetype="text/xml")
+
+
+@bp.post("/v1/calls/twilio/<site_key>/status")
+def twilio_status(site_key: str) -> Response:
+    _twilio_report(_site(site_key))
+    return Response(twilio.nothing_more(), mimetype="text/xml")
