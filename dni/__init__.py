@@ -20,7 +20,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """
     from dni.config import Settings
     from dni.db import make_engine, make_sessionmaker
-    from dni.history import Flusher, flush_history
+    from dni.history import Flusher
+    from dni.jobs import run_background
     from dni.pools import Scripts
     from dni.redisdb import connect_redis
     from dni.sites import SiteDirectory
@@ -62,7 +63,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
 
     if settings.flush_seconds > 0:
-        flusher = Flusher(lambda: flush_history(stores), settings.flush_seconds)
+        flusher = Flusher(lambda: run_background(stores), settings.flush_seconds)
         flusher.start()
         atexit.register(flusher.stop)
     return app

@@ -109,6 +109,7 @@ def record_call(session: Session, site: SiteConfig, record: CallRecord, now: dat
                 status=record.status,
                 recording_url=record.recording_url,
                 attribution_candidates=[],
+                attribution_signals={},
                 payloads=[record.payload] if record.payload else [],
                 updated_at=now,
             )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -122,15 +122,15 @@ def db_upgrade() -> None:
 
 @main.command()
 def flush() -> None:
-    """Write pending heartbeats and page views from Redis to SQL now."""
-    from dni.history import flush_history
+    """Write queued history from Redis to SQL now, then attribute new calls."""
+    from dni.jobs import run_background
     from dni.pools import Scripts
     from dni.redisdb import connect_redis
     from dni.visits import Stores
 
     settings = _settings()
     stores = Stores(connect_redis(settings), Scripts(), _sessions(settings))
-    done = flush_history(stores)
+    done = run_background(stores)
     click.echo(
         f"flushed {done.visits} visit(s), {done.leases} lease(s), {done.events} event(s), "
         f"{done.updates} update(s)"
@@ -184,6 +184,33 @@ def snippet(site: str, base_url: str, no_flash: bool) -> None:
     except FileNotFoundError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(built.embed(base_url, site, no_flash))
+
+
+@main.group()
+def calls() -> None:
+    """Calls and their attribution."""
+
+
+@calls.command("reattribute")
+@click.option("--site", "site_key", required=True)
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True)
+def calls_reattribute(site_key: str, first: datetime, last: datetime) -> None:
+    """Attribute a site's calls again for days FROM..TO (inclusive, in the site's time zone)."""
+    from zoneinfo import ZoneInfo
+
+    from dni.attribution import reattribute
+    from dni.sites import read_site
+
+    with _sessions(_settings()).begin() as session:
+        site = read_site(session, site_key)
+        if site is None:
+            raise click.ClickException(f"unknown site {site_key!r}")
+        zone = ZoneInfo(site.timezone)
+        start = first.replace(tzinfo=zone)
+        end = (last + timedelta(days=1)).replace(tzinfo=zone)
+        count = reattribute(session, site.id, start, end)
+    click.echo(f"attributed {count} call(s) of {site_key} again")
 
 
 @main.group()

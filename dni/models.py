@@ -225,11 +225,17 @@ class Call(Base):
     duration_seconds: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16))
     recording_url: Mapped[str] = mapped_column(Text, default="")
-    # Filled by attribution; None until a call has been attributed.
+    # Filled by attribution (dni.attribution); method None until a call has been attributed.
     visit_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("visits.id"))
     attribution_method: Mapped[str | None] = mapped_column(String(16))
     attribution_confidence: Mapped[float | None] = mapped_column(Float)
     attribution_candidates: Mapped[list[str]] = mapped_column(JSON, default=list)
+    attribution_signals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The credited traffic: the visit's, or a source number's rule when there is no visit.
+    source: Mapped[str] = mapped_column(String(200), default="")
+    medium: Mapped[str] = mapped_column(String(200), default="")
+    # None while unknown (withheld caller id, or not attributed yet).
+    first_time: Mapped[bool | None] = mapped_column(Boolean)
     # Every payload the provider sent about this call, oldest first (kept: nothing is dropped).
     payloads: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column()

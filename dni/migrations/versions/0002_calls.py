@@ -31,6 +31,10 @@ def upgrade() -> None:
         sa.Column("attribution_method", sa.String(length=16), nullable=True),
         sa.Column("attribution_confidence", sa.Float(), nullable=True),
         sa.Column("attribution_candidates", sa.JSON(), nullable=False),
+        sa.Column("attribution_signals", sa.JSON(), nullable=False),
+        sa.Column("source", sa.String(length=200), nullable=False),
+        sa.Column("medium", sa.String(length=200), nullable=False),
+        sa.Column("first_time", sa.Boolean(), nullable=True),
         sa.Column("payloads", sa.JSON(), nullable=False),
         sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(

@@ -1,0 +1,24 @@
+"""Background work every web worker runs on a timer: flush queued history, then attribute the
+calls that arrived meanwhile (attribution reads the leases the flush has just written).
+"""
+
+from __future__ import annotations
+
+from dni.attribution import attribute_pending
+from dni.history import Flushed, flush_history
+from dni.visits import Stores
+
+ATTRIBUTE_LOCK = "dni:attribute:lock"
+
+
+def run_background(stores: Stores) -> Flushed:
+    """One round: flush, then attribute pending calls (one worker at a time for each)."""
+    flushed = flush_history(stores)
+    lock = stores.redis.lock(ATTRIBUTE_LOCK, timeout=60, blocking=False)
+    if lock.acquire():
+        try:
+            with stores.sessions.begin() as session:
+                attribute_pending(session)
+        finally:
+            lock.release()
+    return flushed

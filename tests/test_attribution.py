@@ -1,0 +1,183 @@
+"""The attribution contract (DESIGN §4) on real leases: session, grace, shared, repeat, source."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dni.attribution import attribute_pending, reattribute
+from dni.calls import CallRecord, record_call
+from dni.history import flush_history
+from dni.models import Call
+from dni.visits import VisitAnswer
+from dni.web.runtime import Runtime
+from tests.conftest import Clock
+from tests.factories import load_toml, shop_toml, start_visit
+
+PAID = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc&utm_term=roses"
+CALLER = "+8613812345678"
+
+
+@pytest.fixture
+def one_number(sessions: sessionmaker[Session], rt: Runtime) -> None:
+    load_toml(sessions, shop_toml(paid=["400-100-0001"], overflow="share"))
+
+
+def call_at(
+    rt: Runtime, when: datetime, to: str = "+864001000001", caller: str = CALLER, n: int = 1
+) -> Call:
+    """A call reported and attributed the way the background job does it."""
+    flush_history(rt.stores, when)
+    site = rt.sites.get("shop")
+    assert site is not None
+    with rt.stores.sessions.begin() as session:
+        record = CallRecord("cdr", f"call-{n}", caller, to, when, "completed", 60)
+        record_call(session, site, record, when)
+        attribute_pending(session)
+    with rt.stores.sessions() as session:
+        return session.scalars(select(Call).where(Call.provider_call_id == f"call-{n}")).one()
+
+
+def paid_visit(rt: Runtime, visitor: str) -> VisitAnswer:
+    answer = start_visit(rt, visitor, PAID)
+    assert answer.numbers and answer.numbers[0].number_e164 == "+864001000001"
+    return answer
+
+
+pytestmark = pytest.mark.usefixtures("one_number")
+
+
+def test_call_during_a_lease_goes_to_that_visit(rt: Runtime, clock: Clock) -> None:
+    visit = paid_visit(rt, "visitor-a")
+    call = call_at(rt, clock.now + timedelta(minutes=5))
+    assert (call.attribution_method, call.visit_id) == ("session", visit.visit)
+    assert call.attribution_confidence == 0.95
+    assert (call.source, call.medium, call.first_time) == ("baidu", "cpc", True)
+
+
+def test_a_tel_tap_before_the_call_raises_confidence(rt: Runtime, clock: Clock) -> None:
+    visit = paid_visit(rt, "visitor-a")
+    assert visit.visit is not None
+    site = rt.visits.site_of(visit.visit)
+    rt.visits.record_event(site, visit.visit, "tel_click", "4001000001", clock.now)
+    call = call_at(rt, clock.now + timedelta(minutes=1))
+    assert call.attribution_confidence == 0.99 and call.attribution_signals["tel_tap"] is True
+
+
+def test_late_call_within_grace_goes_to_the_last_holder(rt: Runtime, clock: Clock) -> None:
+    visit = paid_visit(rt, "visitor-a")
+    call = call_at(rt, clock.now + timedelta(minutes=40))  # lease ended at 30 min
+    assert (call.attribution_method, call.visit_id) == ("grace", visit.visit)
+    assert 0.5 < (call.attribution_confidence or 0) < 0.8
+    assert call.attribution_signals["seconds_after_lease"] == 600
+
+
+def test_a_new_holder_takes_over_from_grace(rt: Runtime, clock: Clock) -> None:
+    paid_visit(rt, "visitor-a")
+    clock.advance(35 * 60)
+    second = paid_visit(rt, "visitor-b")
+    call = call_at(rt, clock.now + timedelta(minutes=1))
+    assert (call.attribution_method, call.visit_id) == ("session", second.visit)
+
+
+def test_beyond_grace_a_first_call_is_unattributed(rt: Runtime, clock: Clock) -> None:
+    paid_visit(rt, "visitor-a")
+    call = call_at(rt, clock.now + timedelta(minutes=30, hours=2, seconds=1))
+    assert (call.attribution_method, call.visit_id, call.attribution_confidence) == (
+        "unattributed", None, 0.0,
+    )  # fmt: skip
+
+
+def test_a_repeat_caller_is_credited_to_the_earlier_visit(rt: Runtime, clock: Clock) -> None:
+    visit = paid_visit(rt, "visitor-a")
+    call_at(rt, clock.now + timedelta(minutes=2), n=1)
+    again = call_at(rt, clock.now + timedelta(days=3), n=2)
+    assert (again.attribution_method, again.visit_id) == ("repeat_caller", visit.visit)
+    assert again.first_time is False
+
+
+def test_withheld_callers_are_never_matched_by_caller(rt: Runtime, clock: Clock) -> None:
+    paid_visit(rt, "visitor-a")
+    call_at(rt, clock.now + timedelta(minutes=2), caller="anonymous", n=1)
+    later = call_at(rt, clock.now + timedelta(days=3), caller="anonymous", n=2)
+    assert later.attribution_method == "unattributed" and later.first_time is None
+
+
+def test_shared_number_without_signals_is_ambiguous(rt: Runtime, clock: Clock) -> None:
+    first = paid_visit(rt, "visitor-a")
+    clock.advance(30)
+    second = paid_visit(rt, "visitor-b")  # overflow "share": same number
+    call = call_at(rt, clock.now + timedelta(seconds=30))
+    assert call.attribution_method == "ambiguous" and call.visit_id is None
+    assert sorted(call.attribution_candidates) == sorted([first.visit, second.visit])
+    assert call.attribution_confidence == 0.5
+
+
+def test_shared_number_is_decided_by_a_tel_tap(rt: Runtime, clock: Clock) -> None:
+    paid_visit(rt, "visitor-a")
+    clock.advance(30)
+    second = paid_visit(rt, "visitor-b")
+    assert second.visit is not None
+    rt.visits.record_event(
+        rt.visits.site_of(second.visit), second.visit, "tel_click", "", clock.now
+    )
+    call = call_at(rt, clock.now + timedelta(seconds=30))
+    assert (call.attribution_method, call.visit_id) == ("session", second.visit)
+    assert call.attribution_confidence == 0.85
+
+
+def test_source_number_credits_its_source(rt: Runtime, clock: Clock) -> None:
+    call = call_at(rt, clock.now, to="+864002000001")
+    assert (call.attribution_method, call.source, call.medium) == ("source", "baidu", "organic")
+
+
+def test_reattribution_is_idempotent(
+    rt: Runtime, clock: Clock, sessions: sessionmaker[Session]
+) -> None:
+    paid_visit(rt, "visitor-a")
+    call_at(rt, clock.now + timedelta(minutes=5), n=1)
+    call_at(rt, clock.now + timedelta(days=2), n=2)
+    site = rt.sites.get("shop")
+    assert site is not None
+
+    def snapshot() -> list[tuple[object, ...]]:
+        with sessions() as session:
+            rows = session.scalars(select(Call).order_by(Call.provider_call_id))
+            return [(c.attribution_method, c.visit_id, c.attribution_confidence, c.first_time)
+                    for c in rows]  # fmt: skip
+
+    before = snapshot()
+    for _ in range(2):
+        with sessions.begin() as session:
+            window = (clock.now - timedelta(days=1), clock.now + timedelta(days=3))
+            assert reattribute(session, site.id, *window) == 2
+    assert snapshot() == before
+
+
+def test_cli_reattributes_days_in_the_site_time_zone(
+    rt: Runtime, clock: Clock, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    from click.testing import CliRunner
+
+    from dni.cli import main
+
+    monkeypatch.setenv("DNI_DATABASE_URL", database_url)
+    paid_visit(rt, "visitor-a")
+    call_at(rt, clock.now + timedelta(minutes=5))  # 2026-11-02 12:05 in Shanghai
+    runner = CliRunner()
+    day = ["calls", "reattribute", "--site", "shop", "--from", "2026-11-02", "--to", "2026-11-02"]
+    assert runner.invoke(main, day).output.strip() == "attributed 1 call(s) of shop again"
+    before = [
+        "calls",
+        "reattribute",
+        "--site",
+        "shop",
+        "--from",
+        "2026-11-01",
+        "--to",
+        "2026-11-01",
+    ]
+    assert runner.invoke(main, before).output.strip() == "attributed 0 call(s) of shop again"
