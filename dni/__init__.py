@@ -26,7 +26,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dni.redisdb import connect_redis
     from dni.sites import SiteDirectory
     from dni.visits import RateLimit, Stores, Visits
-    from dni.web import api, calls, errors, snippet
+    from dni.web import api, calls, errors, reads, snippet
     from dni.web.runtime import Runtime
 
     options = dict(overrides or {})
@@ -56,6 +56,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(api.bp)
     app.register_blueprint(snippet.bp)
     app.register_blueprint(calls.bp)
+    app.register_blueprint(reads.bp)
     if settings.demo:
         from dni import demo
 

@@ -187,6 +187,31 @@ def snippet(site: str, base_url: str, no_flash: bool) -> None:
 
 
 @main.group()
+def apikey() -> None:
+    """Keys for the read API."""
+
+
+@apikey.command("create")
+@click.option("--name", required=True, help="who or what uses it")
+@click.option("--site", "site_key", default=None, help="only this site (default: all)")
+@click.option("--show-callers", is_flag=True, help="may see callers' full numbers")
+def apikey_create(name: str, site_key: str | None, show_callers: bool) -> None:
+    """Create a key and print it once (only its digest is stored)."""
+    from dni.apikeys import create_key
+    from dni.sites import read_site
+
+    with _sessions(_settings()).begin() as session:
+        site_id = None
+        if site_key is not None:
+            site = read_site(session, site_key)
+            if site is None:
+                raise click.ClickException(f"unknown site {site_key!r}")
+            site_id = site.id
+        key = create_key(session, name, site_id, show_callers, datetime.now(UTC))
+    click.echo(key)
+
+
+@main.group()
 def calls() -> None:
     """Calls and their attribution."""
 

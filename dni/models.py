@@ -239,3 +239,18 @@ class Call(Base):
     # Every payload the provider sent about this call, oldest first (kept: nothing is dropped).
     payloads: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column()
+
+
+class ApiKey(Base):
+    """A key for the read API; only its SHA-256 is stored (keys are 32 random bytes)."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # None: every site.
+    site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
+    can_see_callers: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column()
+    revoked_at: Mapped[datetime | None] = mapped_column()

@@ -5,8 +5,13 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from dni.attribution import attribute_pending
+from dni.calls import CallRecord, record_call
+from dni.history import flush_history
+from dni.models import Call
 from dni.sitefile import LoadReport, load_sites, parse_sites
 from dni.visits import VisitAnswer, VisitInput
 
@@ -76,3 +81,23 @@ def start_visit(rt: Runtime, visitor: str, url: str, ip: str = "10.0.0.1") -> Vi
     assert site is not None
     data = VisitInput(visitor=visitor, url=url, referrer="", user_agent=DESKTOP_UA, ip=ip)
     return rt.visits.visit(site, data, rt.now())
+
+
+def call_at(
+    rt: Runtime,
+    when: datetime,
+    to: str = "+864001000001",
+    caller: str = "+8613812345678",
+    n: int = 1,
+    duration: int = 60,
+) -> Call:
+    """A call reported and attributed the way the background job does it."""
+    flush_history(rt.stores, when)
+    site = rt.sites.get("shop")
+    assert site is not None
+    with rt.stores.sessions.begin() as session:
+        record = CallRecord("cdr", f"call-{n}", caller, to, when, "completed", duration)
+        record_call(session, site, record, when)
+        attribute_pending(session)
+    with rt.stores.sessions() as session:
+        return session.scalars(select(Call).where(Call.provider_call_id == f"call-{n}")).one()

@@ -2,43 +2,25 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dni.attribution import attribute_pending, reattribute
-from dni.calls import CallRecord, record_call
-from dni.history import flush_history
+from dni.attribution import reattribute
 from dni.models import Call
 from dni.visits import VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
-from tests.factories import load_toml, shop_toml, start_visit
+from tests.factories import call_at, load_toml, shop_toml, start_visit
 
 PAID = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc&utm_term=roses"
-CALLER = "+8613812345678"
 
 
 @pytest.fixture
 def one_number(sessions: sessionmaker[Session], rt: Runtime) -> None:
     load_toml(sessions, shop_toml(paid=["400-100-0001"], overflow="share"))
-
-
-def call_at(
-    rt: Runtime, when: datetime, to: str = "+864001000001", caller: str = CALLER, n: int = 1
-) -> Call:
-    """A call reported and attributed the way the background job does it."""
-    flush_history(rt.stores, when)
-    site = rt.sites.get("shop")
-    assert site is not None
-    with rt.stores.sessions.begin() as session:
-        record = CallRecord("cdr", f"call-{n}", caller, to, when, "completed", 60)
-        record_call(session, site, record, when)
-        attribute_pending(session)
-    with rt.stores.sessions() as session:
-        return session.scalars(select(Call).where(Call.provider_call_id == f"call-{n}")).one()
 
 
 def paid_visit(rt: Runtime, visitor: str) -> VisitAnswer:

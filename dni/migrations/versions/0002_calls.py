@@ -1,4 +1,4 @@
-"""Calls from providers."""
+"""Calls from providers, and API keys for reading them."""
 
 import sqlalchemy as sa
 from alembic import op
@@ -49,6 +49,19 @@ def upgrade() -> None:
         sa.UniqueConstraint("site_id", "provider", "provider_call_id"),
     )
     op.create_index("ix_calls_caller_e164", "calls", ["caller_e164"], unique=False)
+    op.create_table(
+        "api_keys",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=100), nullable=False),
+        sa.Column("key_hash", sa.String(length=64), nullable=False),
+        sa.Column("site_id", sa.Integer(), nullable=True),
+        sa.Column("can_see_callers", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["site_id"], ["sites.id"]),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("key_hash"),
+    )
     op.create_index("ix_calls_site_started", "calls", ["site_id", "started_at"], unique=False)
     op.create_index(
         "ix_calls_tracking_started", "calls", ["tracking_e164", "started_at"], unique=False
@@ -56,6 +69,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("api_keys")
     op.drop_index("ix_calls_tracking_started", table_name="calls")
     op.drop_index("ix_calls_site_started", table_name="calls")
     op.drop_index("ix_calls_caller_e164", table_name="calls")
