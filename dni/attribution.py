@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dni.models import Call, Lease, Pool, SourceNumber, TrackingNumber, Visit, VisitEvent
@@ -226,3 +226,41 @@ def reattribute(session: Session, site_id: int, start: datetime, end: datetime) 
         apply_attribution(session, call)
         session.flush()
     return len(calls)
+
+
+@dataclass(frozen=True)
+class Leak:
+    pool_id: int
+    number_e164: str
+    extension: str
+    calls: int
+
+
+def leaked_numbers(
+    session: Session, site_id: int, since: datetime, threshold: int = 3
+) -> list[Leak]:
+    """Pool numbers that keep getting calls no lease explains: printed somewhere static?
+
+    Counts calls since `since` to each pool slot that no live or grace-window lease covered
+    (attributed by caller history or not at all); `threshold` or more flags the number.
+    """
+    rows = session.execute(
+        select(TrackingNumber.pool_id, TrackingNumber.number_e164, TrackingNumber.extension,
+               func.count(Call.id))
+        .join(Pool, TrackingNumber.pool_id == Pool.id)
+        .join(
+            Call,
+            (Call.site_id == Pool.site_id)
+            & (Call.tracking_e164 == TrackingNumber.number_e164)
+            & (Call.extension == TrackingNumber.extension),
+        )
+        .where(
+            Pool.site_id == site_id,
+            Call.started_at >= since,
+            Call.attribution_method.in_(("unattributed", "repeat_caller")),
+        )
+        .group_by(TrackingNumber.pool_id, TrackingNumber.number_e164, TrackingNumber.extension)
+        .having(func.count(Call.id) >= threshold)
+        .order_by(func.count(Call.id).desc())
+    ).all()  # fmt: skip
+    return [Leak(pool, number, extension, count) for pool, number, extension, count in rows]

@@ -139,26 +139,36 @@ def flush() -> None:
 
 @main.command()
 @click.option("--site", "site_key", default=None, help="only this site")
-def pools(site_key: str | None) -> None:
-    """Pool health: size, live leases, peak concurrency and overflows."""
+@click.option("--days", default=30, show_default=True, help="look-back for leaked numbers")
+def pools(site_key: str | None, days: int) -> None:
+    """Pool health: size, live leases, peak, overflows, and numbers that look leaked."""
+    from dni.attribution import leaked_numbers
     from dni.pools import pool_health
     from dni.redisdb import connect_redis
     from dni.sites import read_all_sites
 
     settings = _settings()
     client = connect_redis(settings)
+    now = datetime.now(UTC)
     with _sessions(settings)() as session:
         sites = [s for s in read_all_sites(session) if site_key in (None, s.key)]
-    now = datetime.now(UTC)
-    click.echo(
-        f"{'site':<16}{'pool':<16}{'size':>8}{'in use':>8}{'peak':>8}{'fallback':>10}{'shared':>8}"
-    )
+        leaks = {s.id: leaked_numbers(session, s.id, now - timedelta(days=days)) for s in sites}
+    header = f"{'site':<16}{'pool':<16}{'size':>8}{'in use':>8}{'peak':>8}{'fallback':>10}"
+    click.echo(header + f"{'shared':>8}{'leaked':>8}")
     for site in sites:
         for pool in site.pools:
             h = pool_health(client, pool, now)
+            leaked = sum(1 for leak in leaks[site.id] if leak.pool_id == pool.id)
             click.echo(
                 f"{site.key:<16}{pool.name:<16}{h.size:>8}{h.in_use:>8}{h.peak:>8}"
-                f"{h.overflow_fallback:>10}{h.overflow_share:>8}"
+                f"{h.overflow_fallback:>10}{h.overflow_share:>8}{leaked:>8}"
+            )
+    for site in sites:
+        for leak in leaks[site.id]:
+            number = leak.number_e164 + (f" ext. {leak.extension}" if leak.extension else "")
+            click.echo(
+                f"leaked? {site.key} {number}: {leak.calls} calls in {days} days that no lease "
+                "explains; is it printed on a page, an ad or a cached copy?"
             )
 
 

@@ -90,13 +90,16 @@ def call_at(
     caller: str = "+8613812345678",
     n: int = 1,
     duration: int = 60,
+    extension: str = "",
 ) -> Call:
     """A call reported and attributed the way the background job does it."""
     flush_history(rt.stores, when)
     site = rt.sites.get("shop")
     assert site is not None
     with rt.stores.sessions.begin() as session:
-        record = CallRecord("cdr", f"call-{n}", caller, to, when, "completed", duration)
+        record = CallRecord(
+            "cdr", f"call-{n}", caller, to, when, "completed", duration, extension=extension
+        )
         record_call(session, site, record, when)
         attribute_pending(session)
     with rt.stores.sessions() as session:

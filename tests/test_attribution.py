@@ -163,3 +163,17 @@ def test_cli_reattributes_days_in_the_site_time_zone(
         "2026-11-01",
     ]
     assert runner.invoke(main, before).output.strip() == "attributed 0 call(s) of shop again"
+
+
+def test_a_number_getting_calls_no_lease_explains_is_flagged(rt: Runtime, clock: Clock) -> None:
+    from dni.attribution import leaked_numbers
+
+    for n in range(3):  # nobody ever held extension 8005: is it printed somewhere?
+        call = call_at(rt, clock.now + timedelta(hours=n), to="+864008881234",
+                       caller=f"+86138123400{n:02d}", n=n, extension="8005")  # fmt: skip
+        assert call.attribution_method == "unattributed"
+    site = rt.sites.get("shop")
+    assert site is not None
+    with rt.stores.sessions() as session:
+        (leak,) = leaked_numbers(session, site.id, clock.now - timedelta(days=1))
+    assert (leak.number_e164, leak.extension, leak.calls) == ("+864008881234", "8005", 3)

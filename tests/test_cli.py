@@ -40,8 +40,15 @@ def test_flush_and_pools_report_what_happened(
     pools = CliRunner().invoke(main, ["pools", "--site", "shop"])
     assert pools.exit_code == 0, pools.output
     rows = {line.split()[1]: line.split()[2:] for line in pools.output.splitlines()[1:]}
-    assert rows["paid"] == ["3", "3", "3", "1", "0"]  # size, in use, peak, fallback, shared
-    assert rows["everyone"] == ["10", "0", "0", "0", "0"]
+    assert rows["paid"] == [
+        "3",
+        "3",
+        "3",
+        "1",
+        "0",
+        "0",
+    ]  # size, in use, peak, fallback, shared, leaked
+    assert rows["everyone"] == ["10", "0", "0", "0", "0", "0"]
 
 
 def test_bad_setting_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:
