@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import cast
+
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from dni.calls import record_call
 from dni.errors import Forbidden, NotFound
-from dni.providers import cdr, twilio
+from dni.providers import cdr, presets, twilio
 from dni.sites import SiteConfig
 from dni.web.inputs import TooLarge
 from dni.web.runtime import runtime
@@ -49,6 +52,26 @@ def cdr_push(site_key: str) -> tuple[Response, int]:
         outcomes = [record_call(session, site, r, rt.now()) for r in records]
     calls = [{"call_id": r.call_id, "result": o} for r, o in zip(records, outcomes, strict=True)]
     return jsonify({"stored": len(calls), "calls": calls}), 200
+
+
+@bp.post("/v1/calls/cdr/<site_key>/<preset_name>")
+def cdr_preset(site_key: str, preset_name: str) -> tuple[Response, int]:
+    """A provider's own push format; answered with the reply that provider expects."""
+    rt = runtime()
+    site = _site(site_key)
+    preset = presets.PRESETS.get(preset_name)
+    if preset is None:
+        known = ", ".join(presets.PRESETS)
+        raise NotFound(f"unknown preset; known: {known}", {"preset": preset_name})
+    if (request.content_length or 0) > MAX_CDR_BYTES:
+        raise TooLarge(f"request body over {MAX_CDR_BYTES} bytes")
+    headers = cast(Mapping[str, str], request.headers)  # case-insensitive lookups
+    presets.verify(preset, _secret(site, "cdr_secret"), headers, request.args, rt.now())
+    records = presets.parse_preset(preset, request.get_data(cache=False))
+    with rt.stores.sessions.begin() as session:
+        for record in records:
+            record_call(session, site, record, rt.now())
+    return jsonify(dict(preset.reply)), 200
 
 
 def _twilio_url() -> str:
