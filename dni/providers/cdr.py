@@ -67,6 +67,15 @@ def parse_batch(body: bytes) -> list[CallRecord]:
     return records
 
 
+def parse_record(item: Any) -> CallRecord:
+    """One generic record; InvalidInput names each bad field."""
+    errors: dict[str, str] = {}
+    record = _parse(item, "", errors)
+    if record is None:
+        raise InvalidInput("invalid call record", errors or {"body": "invalid"})
+    return record
+
+
 def _parse(item: Any, where: str, errors: dict[str, str]) -> CallRecord | None:
     if not isinstance(item, dict):
         errors[where or "body"] = "must be an object"

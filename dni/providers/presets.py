@@ -136,7 +136,8 @@ def _duration(preset: Preset, item: dict[str, Any], answered: bool) -> int:
     return int((ended - began).total_seconds())
 
 
-def _translate(preset: Preset, item: Any) -> dict[str, Any]:
+def translate(preset: Preset, item: Any) -> dict[str, Any]:
+    """A provider record in the generic shape (times as ISO 8601, status from answering)."""
     if not isinstance(item, dict):
         return {"_not_an_object": item}
     record: dict[str, Any] = {ours: item.get(theirs) for ours, theirs in preset.fields.items()}
@@ -164,7 +165,7 @@ def parse_preset(preset: Preset, body: bytes) -> list[CallRecord]:
     if preset.records and not isinstance(items, list):
         raise InvalidInput(f"{preset.records} must be a list", {preset.records: "missing"})
     batch = items if isinstance(items, list) else [items]
-    generic = [_translate(preset, item) for item in batch]
+    generic = [translate(preset, item) for item in batch]
     theirs = dict(preset.fields)
     theirs |= {"started_at": preset.started, "duration": preset.duration or preset.ended or ""}
     try:
