@@ -68,8 +68,21 @@ def attribute_call(session: Session, call: Call) -> Attribution:
     if slot is not None:
         found = _by_lease(session, call, slot[0], slot[1])
         if found is not None:
-            return found
+            return _unless_called_back(session, call, found)
     return _by_caller(session, call) or Attribution("unattributed", 0.0)
+
+
+def _unless_called_back(session: Session, call: Call, found: Attribution) -> Attribution:
+    """A caller dialling a number they were credited for before, now held by someone else,
+    is calling back from a note of it: the earlier visit keeps the credit (unless the holder
+    just tapped the number)."""
+    if found.visit_id is None or found.signals.get("tel_tap") or not call.caller_e164:
+        return found
+    earlier = _earlier_call(session, call, same_number=True)
+    if earlier is None or earlier.visit_id in (None, found.visit_id):
+        return found
+    signals = {"earlier_call": earlier.provider_call_id, "number_now_held_by": found.visit_id}
+    return _credit(session, "repeat_caller", CONFIDENCE["repeat_caller"], earlier.visit_id, signals)
 
 
 def _by_lease(session: Session, call: Call, slot: TrackingNumber, pool: Pool) -> Attribution | None:
@@ -144,21 +157,26 @@ def _tapped(session: Session, visit_ids: list[str], t: datetime) -> list[str]:
     )
 
 
+def _earlier_call(session: Session, call: Call, same_number: bool = False) -> Call | None:
+    """The caller's latest earlier call to this site that was credited to a visit."""
+    query = select(Call).where(
+        Call.site_id == call.site_id,
+        Call.caller_e164 == call.caller_e164,
+        Call.started_at < call.started_at,
+        Call.visit_id.is_not(None),
+    )
+    if same_number:
+        query = query.where(
+            Call.tracking_e164 == call.tracking_e164, Call.extension == call.extension
+        )
+    return session.scalar(query.order_by(Call.started_at.desc()).limit(1))
+
+
 def _by_caller(session: Session, call: Call) -> Attribution | None:
     """The same caller called this site before and that call was credited to a visit."""
     if not call.caller_e164:
         return None
-    earlier = session.scalar(
-        select(Call)
-        .where(
-            Call.site_id == call.site_id,
-            Call.caller_e164 == call.caller_e164,
-            Call.started_at < call.started_at,
-            Call.visit_id.is_not(None),
-        )
-        .order_by(Call.started_at.desc())
-        .limit(1)
-    )
+    earlier = _earlier_call(session, call)
     if earlier is None or earlier.visit_id is None:
         return None
     signals = {"earlier_call": earlier.provider_call_id}

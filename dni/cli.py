@@ -143,7 +143,7 @@ def flush() -> None:
 def pools(site_key: str | None, days: int) -> None:
     """Pool health: size, live leases, peak, overflows, and numbers that look leaked."""
     from dni.attribution import leaked_numbers
-    from dni.pools import pool_health
+    from dni.pools import pool_health, recommended_size
     from dni.redisdb import connect_redis
     from dni.sites import read_all_sites
 
@@ -154,15 +154,21 @@ def pools(site_key: str | None, days: int) -> None:
         sites = [s for s in read_all_sites(session) if site_key in (None, s.key)]
         leaks = {s.id: leaked_numbers(session, s.id, now - timedelta(days=days)) for s in sites}
     header = f"{'site':<16}{'pool':<16}{'size':>8}{'in use':>8}{'peak':>8}{'fallback':>10}"
-    click.echo(header + f"{'shared':>8}{'leaked':>8}")
+    click.echo(header + f"{'shared':>8}{'leaked':>8}{'advice':>8}")
     for site in sites:
         for pool in site.pools:
             h = pool_health(client, pool, now)
             leaked = sum(1 for leak in leaks[site.id] if leak.pool_id == pool.id)
+            advice = recommended_size(h.peak)
             click.echo(
                 f"{site.key:<16}{pool.name:<16}{h.size:>8}{h.in_use:>8}{h.peak:>8}"
-                f"{h.overflow_fallback:>10}{h.overflow_share:>8}{leaked:>8}"
+                f"{h.overflow_fallback:>10}{h.overflow_share:>8}{leaked:>8}{advice:>8}"
             )
+            if h.size < advice:
+                click.echo(
+                    f"  {site.key}/{pool.name}: peak concurrency {h.peak} needs about {advice} "
+                    f"slots for reliable attribution (has {h.size}); see README, pool sizing"
+                )
     for site in sites:
         for leak in leaks[site.id]:
             number = leak.number_e164 + (f" ext. {leak.extension}" if leak.extension else "")
@@ -311,3 +317,13 @@ def bench_snippet(loads: int) -> None:
     from dni.snippet_bench import run_snippet_benchmark
 
     run_snippet_benchmark(loads, click.echo)
+
+
+@bench.command("attribution")
+@click.option("--days", default=30, show_default=True)
+@click.option("--per-day", default=400, show_default=True, help="visits per day")
+def bench_attribution(days: int, per_day: int) -> None:
+    """Attribution accuracy over a simulated month, beside two naive baselines."""
+    from dni.attribution_bench import run_attribution_benchmark
+
+    run_attribution_benchmark(days, per_day, click.echo)

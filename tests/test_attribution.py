@@ -177,3 +177,15 @@ def test_a_number_getting_calls_no_lease_explains_is_flagged(rt: Runtime, clock:
     with rt.stores.sessions() as session:
         (leak,) = leaked_numbers(session, site.id, clock.now - timedelta(days=1))
     assert (leak.number_e164, leak.extension, leak.calls) == ("+864008881234", "8005", 3)
+
+
+def test_calling_back_a_noted_number_now_held_by_another_visit(rt: Runtime, clock: Clock) -> None:
+    first = paid_visit(rt, "visitor-a")
+    call_at(rt, clock.now + timedelta(minutes=2), n=1)
+    clock.advance(3 * 86_400)
+    holder = paid_visit(rt, "visitor-b")  # the number now belongs to another visit
+    again = call_at(rt, clock.now + timedelta(minutes=1), n=2)
+    assert (again.attribution_method, again.visit_id) == ("repeat_caller", first.visit)
+    assert again.attribution_signals["number_now_held_by"] == holder.visit
+    stranger = call_at(rt, clock.now + timedelta(minutes=2), caller="+8613900000001", n=3)
+    assert (stranger.attribution_method, stranger.visit_id) == ("session", holder.visit)

@@ -39,16 +39,12 @@ def test_flush_and_pools_report_what_happened(
     assert flushed.output.strip() == "flushed 4 visit(s), 3 lease(s), 0 event(s), 0 update(s)"
     pools = CliRunner().invoke(main, ["pools", "--site", "shop"])
     assert pools.exit_code == 0, pools.output
-    rows = {line.split()[1]: line.split()[2:] for line in pools.output.splitlines()[1:]}
-    assert rows["paid"] == [
-        "3",
-        "3",
-        "3",
-        "1",
-        "0",
-        "0",
-    ]  # size, in use, peak, fallback, shared, leaked
-    assert rows["everyone"] == ["10", "0", "0", "0", "0", "0"]
+    lines = [line for line in pools.output.splitlines()[1:] if not line.startswith(" ")]
+    rows = {line.split()[1]: line.split()[2:] for line in lines}
+    # size, in use, peak, fallback, shared, leaked, advised size
+    assert rows["paid"] == ["3", "3", "3", "1", "0", "0", "4"]
+    assert "shop/paid: peak concurrency 3 needs about 4 slots" in pools.output
+    assert rows["everyone"] == ["10", "0", "0", "0", "0", "0", "1"]
 
 
 def test_bad_setting_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,258 @@
+"""`dni bench attribution`: attribution accuracy over a simulated month with known truth.
+
+Visits arrive on a daily curve, stay a few minutes with heartbeats, some tap the tel: link and
+call during or after the visit, some call again days later. Everything runs through the real
+Lua pool and the real attribution code on a simulated clock, at pool sizes of 0.25x to 2x the
+peak concurrency, beside two naive baselines computed on the same traffic.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select
+
+from dni.attribution import attribute_pending
+from dni.calls import CallRecord, record_call
+from dni.config import Settings
+from dni.db import make_engine, make_sessionmaker, upgrade_database
+from dni.history import flush_history
+from dni.models import Call
+from dni.pools import Scripts
+from dni.redisdb import PrivateRedis, connect_redis
+from dni.sitefile import load_sites, parse_sites
+from dni.sites import SiteDirectory
+from dni.visits import RateLimit, Stores, VisitInput, Visits
+
+LEASE = 1800
+GRACE = 7200
+UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
+START = datetime(2026, 10, 1, tzinfo=UTC)
+
+
+@dataclass
+class SimVisit:
+    index: int
+    start: datetime
+    beats: list[datetime]
+    tap: datetime | None = None
+    calls: list[datetime] = field(default_factory=list)
+
+    @property
+    def last_seen(self) -> datetime:
+        return self.beats[-1] if self.beats else self.start
+
+
+def simulate(days: int, per_day: int, seed: int) -> list[SimVisit]:
+    """The month's visits: arrival curve peaking in the evening, 3 % call, 10 % call again."""
+    rng = random.Random(seed)
+    visits: list[SimVisit] = []
+    for day in range(days):
+        for _ in range(per_day):
+            # Beijing evening peak: density 1 + sin over the day, sampled by rejection.
+            while True:
+                second = rng.uniform(0, 86_400)
+                if rng.random() < (1 + math.sin((second / 86_400 - 0.3) * 2 * math.pi)) / 2:
+                    break
+            start = START + timedelta(days=day, seconds=second)
+            stay = rng.expovariate(1 / 240)
+            beats = [start + timedelta(seconds=s) for s in range(60, int(stay), 60)]
+            visit = SimVisit(len(visits), start, beats)
+            if rng.random() < 0.03:
+                if rng.random() < 0.7:  # during the visit
+                    at = start + timedelta(seconds=rng.uniform(5, max(stay, 10)))
+                    if rng.random() < 0.5:
+                        visit.tap = at - timedelta(seconds=3)
+                else:  # later, from a note of the number
+                    at = visit.last_seen + timedelta(seconds=rng.expovariate(1 / 1200))
+                visit.calls.append(at)
+                if rng.random() < 0.1:
+                    visit.calls.append(at + timedelta(days=rng.uniform(1, 5)))
+            visits.append(visit)
+    return visits
+
+
+def peak_concurrency(visits: list[SimVisit]) -> int:
+    edges = [(v.start, 1) for v in visits] + [
+        (v.last_seen + timedelta(seconds=LEASE), -1) for v in visits
+    ]
+    peak = live = 0
+    for _, step in sorted(edges):
+        live += step
+        peak = max(peak, live)
+    return peak
+
+
+@dataclass
+class Score:
+    calls: int = 0
+    credited: int = 0
+    correct: int = 0
+    ambiguous: int = 0
+
+    def line(self, name: str) -> str:
+        precision = self.correct / self.credited if self.credited else 1.0
+        recall = self.correct / self.calls if self.calls else 1.0
+        ambiguous = self.ambiguous / max(self.calls, 1)
+        wrong = self.credited - self.correct
+        return f"{name:<34}{precision:>10.1%}{recall:>9.1%}{ambiguous:>11.1%}{wrong:>8}"
+
+
+def run_dni(visits: list[SimVisit], size: int, folder: Path) -> Score:
+    """The real thing: Lua pool, heartbeats, taps, flushes, attribution."""
+    redis = PrivateRedis(folder, folder / "redis.sock")
+    redis.start()
+    try:
+        url = f"sqlite:///{folder / f'bench-{size}.sqlite3'}"
+        upgrade_database(url)
+        sessions = make_sessionmaker(make_engine(url))
+        site_file = f"""
+[[site]]
+key = "bench"
+domains = ["shop.bench.test"]
+[[site.pool]]
+name = "all"
+target = "400-888-1234"
+extensions = "{0:05d}-{size - 1:05d}"
+lease_seconds = {LEASE}
+grace_seconds = {GRACE}
+overflow = "share"
+"""
+        with sessions.begin() as session:
+            load_sites(session, parse_sites(site_file), START)
+        settings = Settings(redis_url=f"unix://{folder / 'redis.sock'}")
+        stores = Stores(connect_redis(settings), Scripts(), sessions)
+        directory = SiteDirectory(sessions, ttl=3600)
+        engine = Visits(stores, directory.by_id, RateLimit(10**9, 60))
+        site = directory.get("bench")
+        assert site is not None
+
+        events: list[tuple[datetime, int, str, SimVisit, int]] = []
+        for v in visits:
+            events.append((v.start, 0, "start", v, 0))
+            events += [(b, 1, "beat", v, 0) for b in v.beats]
+            if v.tap:
+                events.append((v.tap, 2, "tap", v, 0))
+            events += [(c, 3, "call", v, i) for i, c in enumerate(v.calls)]
+        events.sort(key=lambda e: (e[0], e[1], e[3].index))
+        ids: dict[int, str] = {}
+        shown: dict[int, tuple[str, str]] = {}
+        truth: dict[str, str] = {}
+        for at, _, kind, v, n in events:
+            answer = None
+            if kind == "start":
+                data = VisitInput(f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x",
+                                  "", UA, f"10.{v.index % 250}.0.1")  # fmt: skip
+                answer = engine.visit(site, data, at)
+                ids[v.index] = answer.visit or ""
+            elif kind == "beat" and ids.get(v.index):
+                answer = engine.heartbeat(site, ids[v.index], None, at)
+                ids[v.index] = answer.visit or ids[v.index]
+            elif kind == "tap" and ids.get(v.index):
+                engine.record_event(site, ids[v.index], "tel_click", "", at)
+                continue
+            elif kind == "call":
+                number = shown.get(v.index)
+                if number is None:
+                    continue  # never got a tracking number: the call goes to the shop's own
+                call_id = f"sim-{v.index}-{n}"
+                truth[call_id] = ids[v.index]
+                flush_history(stores, at)
+                with sessions.begin() as session:
+                    caller = f"+86138{v.index:08d}"
+                    record = CallRecord("sim", call_id, caller, number[0], at, "completed", 60,
+                                        extension=number[1])  # fmt: skip
+                    record_call(session, site, record, at)
+                continue
+            if answer is not None and answer.numbers:
+                slot = answer.numbers[0]
+                shown[v.index] = (slot.number_e164, slot.extension or "")
+        flush_history(stores, events[-1][0] + timedelta(hours=3))
+        with sessions.begin() as session:
+            while attribute_pending(session):
+                pass
+        score = Score()
+        with sessions() as session:
+            for call in session.scalars(select(Call)):
+                score.calls += 1
+                score.credited += call.visit_id is not None
+                score.correct += (
+                    call.visit_id is not None and call.visit_id == truth[call.provider_call_id]
+                )
+                score.ambiguous += call.attribution_method == "ambiguous"
+        return score
+    finally:
+        redis.stop()
+
+
+def run_baseline(visits: list[SimVisit], size: int, random_pick: bool, seed: int) -> Score:
+    """Naive strategies on the same traffic, in memory.
+
+    random_pick: a random free number, and a call goes to whoever held the number last.
+    otherwise: least recently released first, credit only a lease covering the call (the
+    newest if several), no grace window, no signals, no caller history.
+    """
+    rng = random.Random(seed)
+    free: dict[int, float] = dict.fromkeys(range(size), 0.0)  # number -> released at
+    busy: dict[int, float] = {}  # number -> lease end
+    leases: list[tuple[int, float, float, int]] = []  # number, start, end, visit
+    number_of: dict[int, int] = {}
+    for v in sorted(visits, key=lambda x: x.start):
+        t = v.start.timestamp()
+        for n, end in list(busy.items()):
+            if end < t:
+                del busy[n]
+                free[n] = end
+        if free:
+            n = rng.choice(list(free)) if random_pick else min(free, key=lambda k: (free[k], k))
+            del free[n]
+        else:
+            n = rng.choice(list(busy)) if random_pick else min(busy, key=lambda k: (busy[k], k))
+        end = v.last_seen.timestamp() + LEASE
+        busy[n] = max(busy.get(n, 0.0), end)
+        leases.append((n, t, end, v.index))
+        number_of[v.index] = n
+    by_number: dict[int, list[tuple[int, float, float, int]]] = {}
+    for lease in leases:
+        by_number.setdefault(lease[0], []).append(lease)
+    score = Score()
+    for v in visits:
+        for call in v.calls:
+            t = call.timestamp()
+            held = by_number[number_of[v.index]]
+            if random_pick:
+                before = [x for x in held if x[1] <= t]
+                guess = max(before, key=lambda x: x[1])[3] if before else None
+            else:
+                covering = [x for x in held if x[1] <= t <= x[2]]
+                guess = max(covering, key=lambda x: x[1])[3] if covering else None
+            score.calls += 1
+            score.credited += guess is not None
+            score.correct += guess == v.index
+    return score
+
+
+def run_attribution_benchmark(days: int, per_day: int, echo: Callable[[str], None]) -> None:
+    visits = simulate(days, per_day, seed=7)
+    peak = peak_concurrency(visits)
+    calls = sum(len(v.calls) for v in visits)
+    setup = f"lease {LEASE // 60} min, grace {GRACE // 3600} h, overflow share"
+    echo(f"dni bench attribution: {days} days, {len(visits)} visits, {calls} calls, "
+         f"peak concurrency {peak} ({setup})")  # fmt: skip
+    echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}")
+    folder = Path(tempfile.mkdtemp(prefix="dni-attribution-bench-"))
+    try:
+        for factor in (0.25, 0.5, 1.0, 2.0):
+            size = max(1, round(peak * factor))
+            echo(run_dni(visits, size, folder / str(size)).line(f"{factor}x = {size}: dni"))
+            echo(run_baseline(visits, size, True, 7).line("    random number + last holder"))
+            echo(run_baseline(visits, size, False, 7).line("    no grace, no signals"))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
