@@ -42,8 +42,8 @@ def test_flush_and_pools_report_what_happened(
     lines = [line for line in pools.output.splitlines()[1:] if not line.startswith(" ")]
     rows = {line.split()[1]: line.split()[2:] for line in lines}
     # size, in use, peak, fallback, shared, leaked, advised size
-    assert rows["paid"] == ["3", "3", "3", "1", "0", "0", "4"]
-    assert "shop/paid: peak concurrency 3 needs about 4 slots" in pools.output
+    assert rows["paid"] == ["3", "3", "3", "1", "0", "0", "6"]
+    assert "shop/paid: peak concurrency 3 needs about 6 slots" in pools.output
     assert rows["everyone"] == ["10", "0", "0", "0", "0", "0", "1"]
 
 
