@@ -54,20 +54,51 @@ def serve(bind: str, workers: int | None) -> None:
 def demo(bind: str) -> None:
     """Serve a demo shop page with the snippet on it, on a demo site."""
     from dni import create_app
-    from dni.demo import DEMO_SITES
     from dni.serve import embedded_stores, run_gunicorn
-    from dni.sitefile import load_sites, parse_sites
 
     os.environ["DNI_DEMO"] = "1"
     settings = _settings()
     try:
         with embedded_stores(settings):
-            with _sessions(settings).begin() as session:
-                load_sites(session, parse_sites(DEMO_SITES), datetime.now(UTC))
-            click.echo(f"dni demo: open http://{bind}/demo in a browser (Ctrl-C stops)")
+            _prepare_demo(_settings(), bind)
             run_gunicorn(create_app, bind, 2)
     except RuntimeError as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def _prepare_demo(settings: Settings, bind: str) -> None:
+    """Load the demo site, add a few attributed calls once, and print how to read them."""
+    from zoneinfo import ZoneInfo
+
+    from sqlalchemy import select
+
+    from dni.apikeys import create_key
+    from dni.demo import DEMO_SITES, add_demo_calls
+    from dni.models import Call
+    from dni.pools import Scripts
+    from dni.redisdb import connect_redis
+    from dni.sitefile import load_sites, parse_sites
+    from dni.sites import read_site
+    from dni.visits import Stores
+
+    sessions = _sessions(settings)
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        load_sites(session, parse_sites(DEMO_SITES), now)
+    with sessions.begin() as session:
+        site = read_site(session, "demo")
+        has_calls = session.scalar(select(Call.id).limit(1)) is not None
+        key = create_key(session, "demo", None, False, now)
+    assert site is not None
+    if not has_calls:
+        add_demo_calls(Stores(connect_redis(settings), Scripts(), sessions), site, now)
+    today = now.astimezone(ZoneInfo(site.timezone)).date().isoformat()
+    click.echo(f"dni demo: open http://{bind}/demo in a browser (Ctrl-C stops)")
+    click.echo("keyword report of the demo calls:")
+    click.echo(
+        f"  curl -H 'Authorization: Bearer {key}' "
+        f"'http://{bind}/v1/reports/calls?site=demo&group_by=keyword&from={today}&to={today}'"
+    )
 
 
 @main.command()

@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from flask import Blueprint, render_template
+
+from dni.attribution import attribute_pending
+from dni.calls import CallRecord, record_call
+from dni.history import flush_history
+from dni.sites import SiteConfig
+from dni.visits import RateLimit, Stores, VisitInput, Visits
+
+DEMO_UA = (
+    "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+    "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1"
+)
 
 DEMO_SITES = """
 [[site]]
@@ -37,3 +50,36 @@ bp = Blueprint("demo", __name__)
 @bp.get("/demo")
 def shop() -> str:
     return render_template("demo.html")
+
+
+DEMO_TRAFFIC = (
+    ("?utm_source=baidu&utm_medium=cpc&utm_term=%E7%8E%AB%E7%91%B0", 180),  # 玫瑰
+    ("?utm_source=baidu&utm_medium=cpc&utm_term=%E9%B2%9C%E8%8A%B1%E9%80%9F%E9%80%92", 95),
+    ("?bd_vid=demo-1&utm_term=%E7%8E%AB%E7%91%B0", 0),
+    ("?gclid=demo-2&utm_term=flowers", 240),
+    ("", 70),
+)
+
+
+def add_demo_calls(stores: Stores, site: SiteConfig, now: datetime) -> int:
+    """A few visits from ads and one direct, each calling its number, so reports have rows."""
+    visits = Visits(stores, lambda _: site, RateLimit(10**6, 60))
+    start = now - timedelta(hours=1)
+    for n, (query, duration) in enumerate(DEMO_TRAFFIC):
+        at = start + timedelta(minutes=n)
+        data = VisitInput(f"demo-visitor-{n:03d}", f"http://127.0.0.1:8000/demo{query}", "",
+                          DEMO_UA, "127.0.0.1")  # fmt: skip
+        answer = visits.visit(site, data, at)
+        if not answer.numbers:
+            continue
+        slot = answer.numbers[0]
+        flush_history(stores, at)
+        record = CallRecord(
+            "demo", f"demo-call-{n}", f"+86138000000{n:02d}", slot.number_e164,
+            at + timedelta(seconds=30), "completed" if duration else "no-answer", duration,
+            extension=slot.extension or "",
+        )  # fmt: skip
+        with stores.sessions.begin() as session:
+            record_call(session, site, record, now)
+    with stores.sessions.begin() as session:
+        return attribute_pending(session)

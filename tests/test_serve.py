@@ -6,10 +6,12 @@ import gzip
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from flask.testing import FlaskClient
 from redis import Redis
+from sqlalchemy.orm import Session, sessionmaker
 
 from dni import create_app
 from dni.config import Settings
@@ -113,3 +115,20 @@ def test_demo_page_only_in_demo_mode(client: FlaskClient, app: object, tmp_path:
 def test_unknown_route_and_method_answer_json(client: FlaskClient) -> None:
     assert client.get("/v1/nothing").get_json()["code"] == "not_found"
     assert client.get("/v1/visits").status_code == 405
+
+
+def test_demo_calls_fill_the_keyword_report(
+    rt: Any, sessions: sessionmaker[Session], clock: Any
+) -> None:
+    from dni.demo import DEMO_SITES, add_demo_calls
+    from dni.reports import call_report, period
+    from tests.factories import load_toml
+
+    load_toml(sessions, DEMO_SITES)
+    site = rt.sites.get("demo")
+    assert add_demo_calls(rt.stores, site, clock()) == 5
+    with sessions() as session:
+        day = clock().date()
+        rows = call_report(session, site, period(site, day, day), "keyword")
+    assert rows[0] == {"keyword": "玫瑰", "visits": 2, "calls": 2, "answered": 1,
+                       "first_time": 2, "qualified": 1}  # fmt: skip
