@@ -358,3 +358,12 @@ def bench_attribution(days: int, per_day: int) -> None:
     from dni.attribution_bench import run_attribution_benchmark
 
     run_attribution_benchmark(days, per_day, click.echo)
+
+
+@bench.command("calls")
+@click.option("--calls", default=2000, show_default=True)
+def bench_calls(calls: int) -> None:
+    """CDR webhook latency and batch re-attribution speed (DESIGN §7)."""
+    from dni.calls_bench import run_calls_benchmark
+
+    run_calls_benchmark(calls, click.echo)
