@@ -10,24 +10,20 @@ from __future__ import annotations
 
 import math
 import random
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 from sqlalchemy import select
 
 from dni.attribution import attribute_pending
 from dni.calls import CallRecord, record_call
 from dni.config import Settings
-from dni.db import make_engine, make_sessionmaker, upgrade_database
 from dni.history import flush_history
 from dni.models import Call
 from dni.pools import Scripts
-from dni.redisdb import PrivateRedis, connect_redis
-from dni.sitefile import load_sites, parse_sites
+from dni.redisdb import connect_redis
+from dni.scratch import Scratch, scratch_stores
 from dni.sites import SiteDirectory
 from dni.visits import RateLimit, Stores, VisitInput, Visits
 
@@ -105,91 +101,88 @@ class Score:
         return f"{name:<34}{precision:>10.1%}{recall:>9.1%}{ambiguous:>11.1%}{wrong:>8}"
 
 
-def run_dni(visits: list[SimVisit], size: int, folder: Path) -> Score:
-    """The real thing: Lua pool, heartbeats, taps, flushes, attribution."""
-    redis = PrivateRedis(folder, folder / "redis.sock")
-    redis.start()
-    try:
-        url = f"sqlite:///{folder / f'bench-{size}.sqlite3'}"
-        upgrade_database(url)
-        sessions = make_sessionmaker(make_engine(url))
-        site_file = f"""
+SITE = """
 [[site]]
 key = "bench"
 domains = ["shop.bench.test"]
 [[site.pool]]
 name = "all"
 target = "400-888-1234"
-extensions = "{0:05d}-{size - 1:05d}"
-lease_seconds = {LEASE}
-grace_seconds = {GRACE}
+extensions = "00000-{last:05d}"
+lease_seconds = {lease}
+grace_seconds = {grace}
 overflow = "share"
 """
-        with sessions.begin() as session:
-            load_sites(session, parse_sites(site_file), START)
-        settings = Settings(redis_url=f"unix://{folder / 'redis.sock'}")
-        stores = Stores(connect_redis(settings), Scripts(), sessions)
-        directory = SiteDirectory(sessions, ttl=3600)
-        engine = Visits(stores, directory.by_id, RateLimit(10**9, 60))
-        site = directory.get("bench")
-        assert site is not None
 
-        events: list[tuple[datetime, int, str, SimVisit, int]] = []
-        for v in visits:
-            events.append((v.start, 0, "start", v, 0))
-            events += [(b, 1, "beat", v, 0) for b in v.beats]
-            if v.tap:
-                events.append((v.tap, 2, "tap", v, 0))
-            events += [(c, 3, "call", v, i) for i, c in enumerate(v.calls)]
-        events.sort(key=lambda e: (e[0], e[1], e[3].index))
-        ids: dict[int, str] = {}
-        shown: dict[int, tuple[str, str]] = {}
-        truth: dict[str, str] = {}
-        for at, _, kind, v, n in events:
-            answer = None
-            if kind == "start":
-                data = VisitInput(f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x",
-                                  "", UA, f"10.{v.index % 250}.0.1")  # fmt: skip
-                answer = engine.visit(site, data, at)
-                ids[v.index] = answer.visit or ""
-            elif kind == "beat" and ids.get(v.index):
-                answer = engine.heartbeat(site, ids[v.index], None, at)
-                ids[v.index] = answer.visit or ids[v.index]
-            elif kind == "tap" and ids.get(v.index):
-                engine.record_event(site, ids[v.index], "tel_click", "", at)
-                continue
-            elif kind == "call":
-                number = shown.get(v.index)
-                if number is None:
-                    continue  # never got a tracking number: the call goes to the shop's own
-                call_id = f"sim-{v.index}-{n}"
-                truth[call_id] = ids[v.index]
-                flush_history(stores, at)
-                with sessions.begin() as session:
-                    caller = f"+86138{v.index:08d}"
-                    record = CallRecord("sim", call_id, caller, number[0], at, "completed", 60,
-                                        extension=number[1])  # fmt: skip
-                    record_call(session, site, record, at)
-                continue
-            if answer is not None and answer.numbers:
-                slot = answer.numbers[0]
-                shown[v.index] = (slot.number_e164, slot.extension or "")
-        flush_history(stores, events[-1][0] + timedelta(hours=3))
-        with sessions.begin() as session:
-            while attribute_pending(session):
-                pass
-        score = Score()
-        with sessions() as session:
-            for call in session.scalars(select(Call)):
-                score.calls += 1
-                score.credited += call.visit_id is not None
-                score.correct += (
-                    call.visit_id is not None and call.visit_id == truth[call.provider_call_id]
-                )
-                score.ambiguous += call.attribution_method == "ambiguous"
-        return score
-    finally:
-        redis.stop()
+
+def run_dni(visits: list[SimVisit], size: int) -> Score:
+    """The real thing: Lua pool, heartbeats, taps, flushes, attribution."""
+    site_file = SITE.format(last=size - 1, lease=LEASE, grace=GRACE)
+    with scratch_stores(site_file, START) as scratch:
+        return _replay(visits, scratch)
+
+
+def _replay(visits: list[SimVisit], scratch: Scratch) -> Score:
+    sessions = scratch.sessions
+    stores = Stores(connect_redis(Settings(redis_url=scratch.redis_url)), Scripts(), sessions)
+    directory = SiteDirectory(sessions, ttl=3600)
+    engine = Visits(stores, directory.by_id, RateLimit(10**9, 60))
+    site = directory.get("bench")
+    assert site is not None
+    events: list[tuple[datetime, int, str, SimVisit, int]] = []
+    for v in visits:
+        events.append((v.start, 0, "start", v, 0))
+        events += [(b, 1, "beat", v, 0) for b in v.beats]
+        if v.tap:
+            events.append((v.tap, 2, "tap", v, 0))
+        events += [(c, 3, "call", v, i) for i, c in enumerate(v.calls)]
+    events.sort(key=lambda e: (e[0], e[1], e[3].index))
+    ids: dict[int, str] = {}
+    shown: dict[int, tuple[str, str]] = {}
+    truth: dict[str, str] = {}
+    for at, _, kind, v, n in events:
+        answer = None
+        if kind == "start":
+            data = VisitInput(f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x",
+                              "", UA, f"10.{v.index % 250}.0.1")  # fmt: skip
+            answer = engine.visit(site, data, at)
+            ids[v.index] = answer.visit or ""
+        elif kind == "beat" and ids.get(v.index):
+            answer = engine.heartbeat(site, ids[v.index], None, at)
+            ids[v.index] = answer.visit or ids[v.index]
+        elif kind == "tap" and ids.get(v.index):
+            engine.record_event(site, ids[v.index], "tel_click", "", at)
+            continue
+        elif kind == "call":
+            number = shown.get(v.index)
+            if number is None:
+                continue  # never got a tracking number: the call goes to the shop's own
+            call_id = f"sim-{v.index}-{n}"
+            truth[call_id] = ids[v.index]
+            flush_history(stores, at)
+            with sessions.begin() as session:
+                caller = f"+86138{v.index:08d}"
+                record = CallRecord("sim", call_id, caller, number[0], at, "completed", 60,
+                                    extension=number[1])  # fmt: skip
+                record_call(session, site, record, at)
+            continue
+        if answer is not None and answer.numbers:
+            slot = answer.numbers[0]
+            shown[v.index] = (slot.number_e164, slot.extension or "")
+    flush_history(stores, events[-1][0] + timedelta(hours=3))
+    with sessions.begin() as session:
+        while attribute_pending(session):
+            pass
+    score = Score()
+    with sessions() as session:
+        for call in session.scalars(select(Call)):
+            score.calls += 1
+            score.credited += call.visit_id is not None
+            score.correct += (
+                call.visit_id is not None and call.visit_id == truth[call.provider_call_id]
+            )
+            score.ambiguous += call.attribution_method == "ambiguous"
+    return score
 
 
 def run_baseline(visits: list[SimVisit], size: int, random_pick: bool, seed: int) -> Score:
@@ -247,12 +240,8 @@ def run_attribution_benchmark(days: int, per_day: int, echo: Callable[[str], Non
     echo(f"dni bench attribution: {days} days, {len(visits)} visits, {calls} calls, "
          f"peak concurrency {peak} ({setup})")  # fmt: skip
     echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}")
-    folder = Path(tempfile.mkdtemp(prefix="dni-attribution-bench-"))
-    try:
-        for factor in (0.25, 0.5, 1.0, 2.0):
-            size = max(1, round(peak * factor))
-            echo(run_dni(visits, size, folder / str(size)).line(f"{factor}x = {size}: dni"))
-            echo(run_baseline(visits, size, True, 7).line("    random number + last holder"))
-            echo(run_baseline(visits, size, False, 7).line("    no grace, no signals"))
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    for factor in (0.25, 0.5, 1.0, 2.0):
+        size = max(1, round(peak * factor))
+        echo(run_dni(visits, size).line(f"{factor}x = {size}: dni"))
+        echo(run_baseline(visits, size, True, 7).line("    random number + last holder"))
+        echo(run_baseline(visits, size, False, 7).line("    no grace, no signals"))

@@ -1,6 +1,6 @@
 """`dni bench visits`: the visit API against a hello-world Flask route, same gunicorn, one run.
 
-Starts a private redis-server and a SQLite file in a temporary folder (or uses DNI_REDIS_URL /
+Uses a private redis-server and a SQLite file in a temporary folder (or DNI_REDIS_URL /
 DNI_DATABASE_URL), loads a site with a 60,000-extension pool, and loads each server with wrk.
 """
 
@@ -14,7 +14,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -25,9 +24,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from dni.db import make_engine, make_sessionmaker, upgrade_database
-from dni.redisdb import PrivateRedis
-from dni.sitefile import load_sites, parse_sites
+from dni.scratch import Scratch, scratch_stores
 
 BENCH_SITE = """
 [[site]]
@@ -162,80 +159,83 @@ def _serve(which: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes
 def run_visit_benchmark(seconds: int, connections: int, echo: Callable[[str], None]) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
-    folder = Path(tempfile.mkdtemp(prefix="dni-bench-"))
-    env = dict(os.environ)
-    redis = None
-    if not env.get("DNI_REDIS_URL"):
-        redis = PrivateRedis(folder, folder / "redis.sock")
-        redis.start()
-        env["DNI_REDIS_URL"] = f"unix://{folder / 'redis.sock'}"
-    env.setdefault("DNI_DATABASE_URL", f"sqlite:///{folder / 'bench.sqlite3'}")
-    env["DNI_VISIT_RATE_LIMIT"] = str(10**9)
-    env["DNI_INSTANCE_PATH"] = str(folder)
-    upgrade_database(env["DNI_DATABASE_URL"])
-    engine = make_engine(env["DNI_DATABASE_URL"])
-    with make_sessionmaker(engine).begin() as session:
-        load_sites(session, parse_sites(BENCH_SITE), datetime.now(UTC))
-    engine.dispose()
+    given = os.environ.get("DNI_REDIS_URL", ""), os.environ.get("DNI_DATABASE_URL", "")
+    with scratch_stores(BENCH_SITE, datetime.now(UTC), *given) as scratch:
+        env = dict(os.environ)
+        env |= {
+            "DNI_REDIS_URL": scratch.redis_url,
+            "DNI_DATABASE_URL": scratch.database_url,
+            "DNI_VISIT_RATE_LIMIT": str(10**9),
+            "DNI_INSTANCE_PATH": str(scratch.folder),
+        }
+        hello_port, dni_port = _port(), _port()
+        servers = [_serve("hello", hello_port, env), _serve("dni", dni_port, env)]
+        try:
+            _measure(scratch, f"http://127.0.0.1:{hello_port}", f"http://127.0.0.1:{dni_port}",
+                     seconds, connections, echo)  # fmt: skip
+        finally:
+            for server in servers:
+                server.terminate()
+                server.wait()
 
-    hello_port, dni_port = _port(), _port()
-    servers = [_serve("hello", hello_port, env), _serve("dni", dni_port, env)]
-    try:
-        hello_url, dni_url = f"http://127.0.0.1:{hello_port}", f"http://127.0.0.1:{dni_port}"
-        _wait_http(hello_url + "/")
-        _wait_http(dni_url + "/healthz")
-        visit_lua = folder / "visit.lua"
-        visit_lua.write_text(VISIT_SCRIPT % {"headers": HEADERS})
-        run_wrk(dni_url, 2, connections, visit_lua)  # warm up: pool sync, caches
 
-        visits = []
-        for i in range(500):
-            status, body = _post(
-                dni_url + "/v1/visits",
-                {"site": "bench", "visitor": f"hb-visitor-{i}", "url": "http://127.0.0.1/"},
-            )
-            if status == 200:
-                visits.append(str(body["visit"]))
-        beat_lua = folder / "heartbeat.lua"
-        listed = ",".join(f'"{v}"' for v in visits)
-        beat_lua.write_text(HEARTBEAT_SCRIPT % {"visits": listed, "headers": HEADERS})
+def _measure(
+    scratch: Scratch,
+    hello_url: str,
+    dni_url: str,
+    seconds: int,
+    connections: int,
+    echo: Callable[[str], None],
+) -> None:
+    folder = scratch.folder
+    _wait_http(hello_url + "/")
+    _wait_http(dni_url + "/healthz")
+    visit_lua = folder / "visit.lua"
+    visit_lua.write_text(VISIT_SCRIPT % {"headers": HEADERS})
+    run_wrk(dni_url, 2, connections, visit_lua)  # warm up: pool sync, caches
 
-        hello = run_wrk(hello_url + "/", seconds, connections, None)
-        visit = run_wrk(dni_url, seconds, connections, visit_lua)
-        beat = run_wrk(dni_url, seconds, connections, beat_lua)
+    visits = []
+    for i in range(500):
+        status, body = _post(
+            dni_url + "/v1/visits",
+            {"site": "bench", "visitor": f"hb-visitor-{i}", "url": "http://127.0.0.1/"},
+        )
+        if status == 200:
+            visits.append(str(body["visit"]))
+    beat_lua = folder / "heartbeat.lua"
+    listed = ",".join(f'"{v}"' for v in visits)
+    beat_lua.write_text(HEARTBEAT_SCRIPT % {"visits": listed, "headers": HEADERS})
 
-        cores = os.cpu_count()
-        echo(f"dni bench visits: {cores} cores, {connections} connections, {seconds} s per run,")
-        echo("gunicorn gthread workers as `dni serve` runs them, SQLite, private Redis")
-        echo(f"{'route':<14}{'req/s':>10}{'vs hello':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-        for name, result in (("hello world", hello), ("new visit", visit), ("heartbeat", beat)):
-            ratio = result.requests_per_second / hello.requests_per_second
-            echo(
-                f"{name:<14}{result.requests_per_second:>10.0f}{ratio:>9.0%} "
-                f"{result.p50_ms:>8.2f} {result.p99_ms:>8.2f}{result.errors:>8}"
-            )
-        if redis is not None:
-            redis.stop()
-            timings = []
-            for i in range(20):
-                began = time.monotonic()
-                status, _ = _post(
-                    dni_url + "/v1/visits",
-                    {"site": "bench", "visitor": f"down-visitor-{i}", "url": "http://127.0.0.1/"},
-                )
-                timings.append((time.monotonic() - began) * 1000)
-                assert status == 503, status
-            echo(
-                f"Redis down: 503 in median {statistics.median(timings):.1f} ms, "
-                f"max {max(timings):.1f} ms (20 requests)"
-            )
-    finally:
-        for server in servers:
-            server.terminate()
-            server.wait()
-        if redis is not None:
-            redis.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    hello = run_wrk(hello_url + "/", seconds, connections, None)
+    visit = run_wrk(dni_url, seconds, connections, visit_lua)
+    beat = run_wrk(dni_url, seconds, connections, beat_lua)
+
+    cores = os.cpu_count()
+    echo(f"dni bench visits: {cores} cores, {connections} connections, {seconds} s per run,")
+    echo("gunicorn gthread workers as `dni serve` runs them, SQLite, private Redis")
+    echo(f"{'route':<14}{'req/s':>10}{'vs hello':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for name, result in (("hello world", hello), ("new visit", visit), ("heartbeat", beat)):
+        ratio = result.requests_per_second / hello.requests_per_second
+        echo(
+            f"{name:<14}{result.requests_per_second:>10.0f}{ratio:>9.0%} "
+            f"{result.p50_ms:>8.2f} {result.p99_ms:>8.2f}{result.errors:>8}"
+        )
+    if scratch.redis is None:
+        return  # not ours to stop
+    scratch.redis.stop()
+    timings = []
+    for i in range(20):
+        began = time.monotonic()
+        status, _ = _post(
+            dni_url + "/v1/visits",
+            {"site": "bench", "visitor": f"down-visitor-{i}", "url": "http://127.0.0.1/"},
+        )
+        timings.append((time.monotonic() - began) * 1000)
+        assert status == 503, status
+    echo(
+        f"Redis down: 503 in median {statistics.median(timings):.1f} ms, "
+        f"max {max(timings):.1f} ms (20 requests)"
+    )
 
 
 def main() -> None:

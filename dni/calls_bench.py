@@ -8,25 +8,20 @@ network) and one batch re-attribution of every call.
 from __future__ import annotations
 
 import json
-import shutil
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy import func, select
 
 from dni import create_app
 from dni.attribution import reattribute
 from dni.attribution_bench import START, UA, simulate
-from dni.db import make_engine, make_sessionmaker, upgrade_database
 from dni.history import flush_history
 from dni.models import Call
 from dni.providers.cdr import sign
-from dni.redisdb import PrivateRedis
-from dni.sitefile import load_sites, parse_sites
+from dni.scratch import Scratch, scratch_stores
 from dni.visits import VisitInput
 
 SITE = """
@@ -43,61 +38,53 @@ overflow = "share"
 
 
 def run_calls_benchmark(calls: int, echo: Callable[[str], None]) -> None:
-    folder = Path(tempfile.mkdtemp(prefix="dni-calls-bench-"))
-    redis = PrivateRedis(folder, folder / "redis.sock")
-    redis.start()
-    try:
-        url = f"sqlite:///{folder / 'bench.sqlite3'}"
-        upgrade_database(url)
-        sessions = make_sessionmaker(make_engine(url))
-        with sessions.begin() as session:
-            load_sites(session, parse_sites(SITE), START)
-        clock = [START]
-        app = create_app(
-            {"database_url": url, "redis_url": f"unix://{folder / 'redis.sock'}",
-             "instance_path": folder, "flush_seconds": 0, "clock": lambda: clock[0],
-             "visit_rate_limit": 10**9}
-        )  # fmt: skip
-        runtime = app.extensions["dni"]
-        site = runtime.sites.get("bench")
-        visits = simulate(days=7, per_day=400, seed=3)
-        numbers = []
-        for v in visits:
-            data = VisitInput(f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x", "",
-                              UA, "10.0.0.1")  # fmt: skip
-            answer = runtime.visits.visit(site, data, v.start)
-            if answer.numbers:
-                numbers.append((v.start, answer.numbers[0].extension))
-        flush_history(runtime.stores, visits[-1].start + timedelta(hours=1))
-        client = app.test_client()
-        timings = []
-        for n in range(calls):
-            at, extension = numbers[n % len(numbers)]
-            clock[0] = at + timedelta(minutes=2)
-            body = json.dumps(
-                {"call_id": f"bench-{n}", "from": f"+86138{n:08d}", "to": "+864008881234",
-                 "extension": extension, "started_at": clock[0].isoformat(), "duration": 60,
-                 "status": "completed"}
-            ).encode()  # fmt: skip
-            stamp = str(int(clock[0].timestamp()))
-            headers = {"X-DNI-Timestamp": stamp,
-                       "X-DNI-Signature": sign("bench-secret-0123456789", stamp, body)}  # fmt: skip
-            began = time.perf_counter()
-            response = client.post("/v1/calls/cdr/bench", data=body, headers=headers)
-            timings.append((time.perf_counter() - began) * 1000)
-            assert response.status_code == 200, response.get_data()
-        timings.sort()
-        with sessions.begin() as session:
-            stored = session.scalar(select(func.count()).select_from(Call))
-            began = time.perf_counter()
-            done = reattribute(session, site.id, START, START + timedelta(days=30))
-            seconds = time.perf_counter() - began
-        echo(f"dni bench calls: {len(visits)} visits, {stored} calls, SQLite, in-process")
-        echo(f"CDR webhook (one signed record): p50 {statistics.median(timings):.2f} ms, "
-             f"p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms")  # fmt: skip
-        echo(
-            f"batch re-attribution: {done} calls in {seconds:.2f} s = {done / seconds:.0f} calls/s"
-        )
-    finally:
-        redis.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    with scratch_stores(SITE, START) as scratch:
+        _measure(scratch, calls, echo)
+
+
+def _measure(scratch: Scratch, calls: int, echo: Callable[[str], None]) -> None:
+    sessions = scratch.sessions
+    clock = [START]
+    app = create_app(
+        {"database_url": scratch.database_url, "redis_url": scratch.redis_url,
+         "instance_path": scratch.folder, "flush_seconds": 0, "clock": lambda: clock[0],
+         "visit_rate_limit": 10**9}
+    )  # fmt: skip
+    runtime = app.extensions["dni"]
+    site = runtime.sites.get("bench")
+    visits = simulate(days=7, per_day=400, seed=3)
+    numbers = []
+    for v in visits:
+        data = VisitInput(f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x", "",
+                          UA, "10.0.0.1")  # fmt: skip
+        answer = runtime.visits.visit(site, data, v.start)
+        if answer.numbers:
+            numbers.append((v.start, answer.numbers[0].extension))
+    flush_history(runtime.stores, visits[-1].start + timedelta(hours=1))
+    client = app.test_client()
+    timings = []
+    for n in range(calls):
+        at, extension = numbers[n % len(numbers)]
+        clock[0] = at + timedelta(minutes=2)
+        body = json.dumps(
+            {"call_id": f"bench-{n}", "from": f"+86138{n:08d}", "to": "+864008881234",
+             "extension": extension, "started_at": clock[0].isoformat(), "duration": 60,
+             "status": "completed"}
+        ).encode()  # fmt: skip
+        stamp = str(int(clock[0].timestamp()))
+        headers = {"X-DNI-Timestamp": stamp,
+                   "X-DNI-Signature": sign("bench-secret-0123456789", stamp, body)}  # fmt: skip
+        began = time.perf_counter()
+        response = client.post("/v1/calls/cdr/bench", data=body, headers=headers)
+        timings.append((time.perf_counter() - began) * 1000)
+        assert response.status_code == 200, response.get_data()
+    timings.sort()
+    with sessions.begin() as session:
+        stored = session.scalar(select(func.count()).select_from(Call))
+        began = time.perf_counter()
+        done = reattribute(session, site.id, START, START + timedelta(days=30))
+        seconds = time.perf_counter() - began
+    echo(f"dni bench calls: {len(visits)} visits, {stored} calls, SQLite, in-process")
+    echo(f"CDR webhook (one signed record): p50 {statistics.median(timings):.2f} ms, "
+         f"p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms")  # fmt: skip
+    echo(f"batch re-attribution: {done} calls in {seconds:.2f} s = {done / seconds:.0f} calls/s")

@@ -47,7 +47,6 @@ class LeaseOutcome:
     outcome: str  # "new", "renewed", "shared", "fallback", or "lost" (renew found nothing)
     slot: int | None = None
     seq: int = 0
-    shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -149,7 +148,6 @@ def read_lease_results(
                     outcome=outcome,
                     slot=int(raw[1]),
                     seq=int(raw[2]),
-                    shared=bool(int(raw[3])),
                 )
             )
     return results

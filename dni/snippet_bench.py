@@ -11,19 +11,15 @@ from __future__ import annotations
 import logging
 import shutil
 import statistics
-import tempfile
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from dni.db import make_engine, make_sessionmaker, upgrade_database
-from dni.redisdb import PrivateRedis
-from dni.sitefile import load_sites, parse_sites
+from dni.scratch import scratch_stores
 
 SITE = """
 [[site]]
@@ -79,58 +75,50 @@ def _serve(app: Any) -> tuple[Any, int]:
 
 
 def run_snippet_benchmark(loads: int, echo: Callable[[str], None]) -> None:
-    from playwright.sync_api import sync_playwright
-
     from dni import create_app
 
     chromium = shutil.which("chromium")
     if chromium is None:
         raise SystemExit("Chromium is not installed: apt-get install chromium")
-    folder = Path(tempfile.mkdtemp(prefix="dni-snippet-bench-"))
-    redis = PrivateRedis(folder, folder / "redis.sock")
-    redis.start()
     servers = []
-    try:
-        url = f"sqlite:///{folder / 'bench.sqlite3'}"
-        upgrade_database(url)
-        engine = make_engine(url)
-        with make_sessionmaker(engine).begin() as session:
-            load_sites(session, parse_sites(SITE), datetime.now(UTC))
-        engine.dispose()
-        app = create_app(
-            {"database_url": url, "redis_url": f"unix://{folder / 'redis.sock'}",
-             "instance_path": folder, "visit_rate_limit": 10**6, "flush_seconds": 0}
-        )  # fmt: skip
-        api_server, api_port = _serve(app)
-        html = big_page(f"http://api.bench.test:{api_port}")
-
-        @Request.application
-        def page(request: Request) -> Response:
-            return Response(html, mimetype="text/html")
-
-        page_server, page_port = _serve(page)
-        servers = [api_server, page_server]
-        shop = f"http://shop.bench.test:{page_port}/"
-        rules = "MAP shop.bench.test 127.0.0.1, MAP api.bench.test 127.0.0.1"
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(
-                executable_path=chromium,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                      f"--host-resolver-rules={rules}"],
+    with scratch_stores(SITE, datetime.now(UTC)) as scratch:
+        try:
+            app = create_app(
+                {"database_url": scratch.database_url, "redis_url": scratch.redis_url,
+                 "instance_path": scratch.folder, "visit_rate_limit": 10**6, "flush_seconds": 0}
             )  # fmt: skip
-            figures = _measure(browser, shop, loads)
-            browser.close()
-        text_nodes = figures.pop("text nodes")
-        echo(
-            f"dni bench snippet: headless Chromium, {text_nodes:.0f} text nodes, median of {loads}"
-        )
-        for name, values in figures.items():
-            echo(f"{name:<44}{statistics.median(values):>8.1f} ms")
-    finally:
-        for server in servers:
-            server.shutdown()
-        redis.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+            api_server, api_port = _serve(app)
+            html = big_page(f"http://api.bench.test:{api_port}")
+
+            @Request.application
+            def page(request: Request) -> Response:
+                return Response(html, mimetype="text/html")
+
+            page_server, page_port = _serve(page)
+            servers = [api_server, page_server]
+            figures = _in_chromium(chromium, f"http://shop.bench.test:{page_port}/", loads)
+        finally:
+            for server in servers:
+                server.shutdown()
+    text_nodes = figures.pop("text nodes")
+    echo(f"dni bench snippet: headless Chromium, {text_nodes:.0f} text nodes, median of {loads}")
+    for name, values in figures.items():
+        echo(f"{name:<44}{statistics.median(values):>8.1f} ms")
+
+
+def _in_chromium(chromium: str, shop: str, loads: int) -> dict[str, Any]:
+    from playwright.sync_api import sync_playwright
+
+    rules = "MAP shop.bench.test 127.0.0.1, MAP api.bench.test 127.0.0.1"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  f"--host-resolver-rules={rules}"],
+        )  # fmt: skip
+        figures = _measure(browser, shop, loads)
+        browser.close()
+    return figures
 
 
 def _open(context: Any, shop: str, init_script: str = "") -> tuple[Any, Any]:

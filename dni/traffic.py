@@ -139,10 +139,6 @@ def _split(url: str) -> tuple[str, str, str]:
     return host, parts.path, parts.query
 
 
-def referrer_host(url: str) -> str:
-    return _split(url)[0]
-
-
 def classify(url: str, referrer: str, keyword_param: str | None = None) -> Traffic:
     """Classify a landing `url` reached from `referrer` (DESIGN §5)."""
     landing_host, _, query = _split(url)

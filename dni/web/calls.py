@@ -96,7 +96,8 @@ def _twilio_report(site: SiteConfig) -> None:
 def twilio_voice(site_key: str) -> Response:
     site = _site(site_key)
     _twilio_report(site)
-    status_url = _twilio_url().replace("/voice", "/status", 1).split("?")[0]
+    # The sibling of this URL: only the last "/voice" (a site key may be "voice" too).
+    status_url = _twilio_url().split("?")[0].removesuffix("/voice") + "/status"
     if site.forward_to_e164 is None:
         current_app.logger.error("site %s has no forward_to: the call is hung up", site.key)
         twiml = twilio.hang_up()
