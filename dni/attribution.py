@@ -3,15 +3,23 @@
 Runs on SQL only, after the lease history has been flushed: deterministic, so re-running it
 over a period changes nothing unless the data did. Nothing is silently guessed: a tie leaves
 the call `ambiguous` with its candidates.
+
+Calls are attributed in batches: `Evidence.load` reads everything the rules may consult for a
+batch (source numbers, slots, leases, tel taps, the callers' earlier calls) in a few queries,
+then the rules run in memory in time order, so each call sees the credits of the calls before
+it, in the batch or not. One call is a batch of one.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from bisect import bisect_left, bisect_right
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dni.models import Call, Lease, Pool, SourceNumber, TrackingNumber, Visit, VisitEvent
@@ -22,6 +30,10 @@ RECENT = timedelta(seconds=90)
 STALE = timedelta(minutes=5)
 CONFIDENCE = {"source": 1.0, "session": 0.95, "session_tap": 0.99, "shared_tap": 0.85,
               "shared_recent": 0.7, "repeat_caller": 0.6}  # fmt: skip
+BATCH = 5000  # calls attributed per Evidence load
+IN_LIMIT = 500  # values per SQL IN (...) list
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -35,215 +47,323 @@ class Attribution:
     medium: str = ""
 
 
+@dataclass(frozen=True)
+class CallFacts:
+    """What attribution needs of a call."""
+
+    id: int
+    site_id: int
+    tracking_e164: str
+    extension: str
+    caller_e164: str
+    started_at: datetime
+
+
+@dataclass(frozen=True)
+class LeaseSpan:
+    visit_id: str
+    started_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
+
+
+class SlotHistory:
+    """One slot's leases by start; `reach[i]` is the lease ending last among the first i + 1."""
+
+    def __init__(self, leases: list[LeaseSpan]) -> None:
+        self.leases = sorted(leases, key=lambda x: (x.started_at, x.expires_at, x.visit_id))
+        self.starts = [x.started_at for x in self.leases]
+        self.reach: list[LeaseSpan] = []
+        for lease in self.leases:
+            best = self.reach[-1] if self.reach else lease
+            self.reach.append(lease if lease.expires_at > best.expires_at else best)
+
+    def covering(self, t: datetime) -> list[LeaseSpan]:
+        found = []
+        i = bisect_right(self.starts, t) - 1
+        while i >= 0 and self.reach[i].expires_at >= t:
+            if self.leases[i].expires_at >= t:
+                found.append(self.leases[i])
+            i -= 1
+        return found
+
+    def last_started_by(self, t: datetime) -> LeaseSpan | None:
+        """Of the leases started by t, the one that ended last."""
+        i = bisect_right(self.starts, t) - 1
+        return self.reach[i] if i >= 0 else None
+
+
+@dataclass
+class PastCall:
+    started_at: datetime
+    provider_call_id: str
+    tracking_e164: str
+    extension: str
+    visit_id: str | None
+
+
+@dataclass(frozen=True)
+class Slot:
+    id: int
+    grace_seconds: int
+
+
+@dataclass
+class Evidence:
+    """Everything the rules read for a batch of calls, loaded at once."""
+
+    sources: dict[tuple[int, str, str], tuple[str, str]]  # (site, number, ext) -> source, medium
+    slots: dict[tuple[int, str, str], Slot]
+    leases: dict[int, SlotHistory]  # by slot id
+    taps: dict[str, list[datetime]]  # tel: taps by visit id, in time order
+    callers: dict[tuple[int, str], list[PastCall]]  # (site, caller) -> calls in time order
+    past: dict[int, PastCall]  # the same calls by call id
+
+    @classmethod
+    def load(cls, session: Session, calls: Sequence[CallFacts]) -> Evidence:
+        sites = sorted({c.site_id for c in calls})
+        numbers = sorted({c.tracking_e164 for c in calls})
+        first = min(c.started_at for c in calls)
+        last = max(c.started_at for c in calls)
+        sources = {
+            (site, number, extension): (_first(match, "source"), _first(match, "medium"))
+            for site, number, extension, match in session.execute(
+                select(SourceNumber.site_id, SourceNumber.number_e164, SourceNumber.extension,
+                       SourceNumber.match)
+                .where(SourceNumber.site_id.in_(sites))
+                .order_by(SourceNumber.active)  # the active rule wins: it comes last
+            )
+        }  # fmt: skip
+        slots: dict[tuple[int, str, str], Slot] = {}
+        for part in _chunks(numbers):
+            for site, number, extension, slot_id, grace in session.execute(
+                select(Pool.site_id, TrackingNumber.number_e164, TrackingNumber.extension,
+                       TrackingNumber.id, Pool.grace_seconds)
+                .join(Pool, TrackingNumber.pool_id == Pool.id)
+                .where(Pool.site_id.in_(sites), TrackingNumber.number_e164.in_(part))
+            ):  # fmt: skip
+                slots[(site, number, extension)] = Slot(slot_id, grace)
+        called = {(c.site_id, c.tracking_e164, c.extension) for c in calls}
+        wanted = sorted({slot.id for key, slot in slots.items() if key in called})
+        earliest = first - timedelta(
+            seconds=max((s.grace_seconds for s in slots.values()), default=0)
+        )
+        spans: dict[int, list[LeaseSpan]] = defaultdict(list)
+        taps: dict[str, list[datetime]] = defaultdict(list)
+        for slot_ids in _chunks(wanted):
+            in_window = and_(
+                Lease.number_id.in_(slot_ids),
+                Lease.started_at <= last,
+                Lease.expires_at >= earliest,
+            )
+            for number_id, visit_id, started, seen, expires in session.execute(
+                select(Lease.number_id, Lease.visit_id, Lease.started_at, Lease.last_seen_at,
+                       Lease.expires_at).where(in_window)
+            ):  # fmt: skip
+                spans[number_id].append(LeaseSpan(visit_id, started, seen, expires))
+            for visit_id, at in session.execute(
+                select(VisitEvent.visit_id, VisitEvent.at)
+                .where(
+                    VisitEvent.type == "tel_click",
+                    VisitEvent.at >= first - TEL_TAP_WINDOW,
+                    VisitEvent.at <= last,
+                    VisitEvent.visit_id.in_(select(Lease.visit_id).where(in_window)),
+                )
+                .order_by(VisitEvent.at)
+            ):
+                taps[visit_id].append(at)
+        callers: dict[tuple[int, str], list[PastCall]] = defaultdict(list)
+        past: dict[int, PastCall] = {}
+        for some in _chunks(sorted({c.caller_e164 for c in calls if c.caller_e164})):
+            for row in session.execute(
+                select(Call.id, Call.site_id, Call.caller_e164, Call.started_at,
+                       Call.provider_call_id, Call.tracking_e164, Call.extension, Call.visit_id)
+                .where(Call.site_id.in_(sites), Call.caller_e164.in_(some),
+                       Call.started_at <= last)
+                .order_by(Call.started_at, Call.id)
+            ):  # fmt: skip
+                earlier = PastCall(row[3], row[4], row[5], row[6], row[7])
+                callers[(row[1], row[2])].append(earlier)
+                past[row[0]] = earlier
+        leases = {slot: SlotHistory(found) for slot, found in spans.items()}
+        return cls(sources, slots, leases, taps, callers, past)
+
+    def tapped(self, visit_ids: list[str], t: datetime) -> list[str]:
+        """Which of these visits tapped a tel: link in the minutes before the call."""
+        return sorted(
+            v for v in set(visit_ids)
+            if any(t - TEL_TAP_WINDOW <= at <= t for at in self.taps.get(v, ()))
+        )  # fmt: skip
+
+    def earlier_calls(self, call: CallFacts) -> list[PastCall]:
+        """The caller's calls to this site before this one, latest first."""
+        history = self.callers.get((call.site_id, call.caller_e164), [])
+        before = bisect_left(history, call.started_at, key=lambda x: x.started_at)
+        return history[before - 1 :: -1] if before else []
+
+
+def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
+    for i in range(0, len(values), IN_LIMIT):
+        yield values[i : i + IN_LIMIT]
+
+
 def _first(rule: dict[str, Any], name: str) -> str:
     value = rule.get(name, "")
     return str(value[0] if isinstance(value, list) and value else value or "")
 
 
-def attribute_call(session: Session, call: Call) -> Attribution:
+def decide(ev: Evidence, call: CallFacts) -> Attribution:
     """Decide the call's visit by the rules of DESIGN §4, in order."""
-    source = session.scalar(
-        select(SourceNumber)
-        .where(
-            SourceNumber.site_id == call.site_id,
-            SourceNumber.number_e164 == call.tracking_e164,
-            SourceNumber.extension == call.extension,
-        )
-        .order_by(SourceNumber.active.desc())
-    )
-    if source is not None:
-        return Attribution(
-            "source", CONFIDENCE["source"], source=_first(source.match, "source"),
-            medium=_first(source.match, "medium"),
-        )  # fmt: skip
-    slot = session.execute(
-        select(TrackingNumber, Pool)
-        .join(Pool, TrackingNumber.pool_id == Pool.id)
-        .where(
-            Pool.site_id == call.site_id,
-            TrackingNumber.number_e164 == call.tracking_e164,
-            TrackingNumber.extension == call.extension,
-        )
-    ).first()
+    key = (call.site_id, call.tracking_e164, call.extension)
+    if key in ev.sources:
+        source, medium = ev.sources[key]
+        return Attribution("source", CONFIDENCE["source"], source=source, medium=medium)
+    slot = ev.slots.get(key)
     if slot is not None:
-        found = _by_lease(session, call, slot[0], slot[1])
+        found = _by_lease(ev, call, slot)
         if found is not None:
-            return _unless_called_back(session, call, found)
-    return _by_caller(session, call) or Attribution("unattributed", 0.0)
+            return _unless_called_back(ev, call, found)
+    return _by_caller(ev, call) or Attribution("unattributed", 0.0)
 
 
-def _unless_called_back(session: Session, call: Call, found: Attribution) -> Attribution:
+def _unless_called_back(ev: Evidence, call: CallFacts, found: Attribution) -> Attribution:
     """A caller dialling a number they were credited for before, now held by someone else,
     is calling back from a note of it: the earlier visit keeps the credit (unless the holder
     just tapped the number)."""
     if found.visit_id is None or found.signals.get("tel_tap") or not call.caller_e164:
         return found
-    earlier = _earlier_call(session, call, same_number=True)
+    earlier = next(
+        (x for x in ev.earlier_calls(call) if x.visit_id is not None
+         and (x.tracking_e164, x.extension) == (call.tracking_e164, call.extension)),
+        None,
+    )  # fmt: skip
     if earlier is None or earlier.visit_id in (None, found.visit_id):
         return found
     signals = {"earlier_call": earlier.provider_call_id, "number_now_held_by": found.visit_id}
-    return _credit(session, "repeat_caller", CONFIDENCE["repeat_caller"], earlier.visit_id, signals)
+    return _credit("repeat_caller", CONFIDENCE["repeat_caller"], earlier.visit_id, signals)
 
 
-def _by_lease(session: Session, call: Call, slot: TrackingNumber, pool: Pool) -> Attribution | None:
+def _by_lease(ev: Evidence, call: CallFacts, slot: Slot) -> Attribution | None:
     t = call.started_at
-    covering = list(
-        session.scalars(
-            select(Lease).where(
-                Lease.number_id == slot.id, Lease.started_at <= t, Lease.expires_at >= t
-            )
-        )
-    )
+    history = ev.leases.get(slot.id)
+    if history is None:
+        return None
+    covering = history.covering(t)
     if len(covering) == 1:
-        lease = covering[0]
-        tapped = _tapped(session, [lease.visit_id], t)
+        visit_id = covering[0].visit_id
+        tapped = ev.tapped([visit_id], t)
         key = "session_tap" if tapped else "session"
-        return _credit(
-            session, "session", CONFIDENCE[key], lease.visit_id, {"tel_tap": bool(tapped)}
-        )
+        return _credit("session", CONFIDENCE[key], visit_id, {"tel_tap": bool(tapped)})
     if covering:
-        return _decide_shared(session, covering, t)
-    last = session.scalar(
-        select(Lease)
-        .where(Lease.number_id == slot.id, Lease.started_at <= t)
-        .order_by(Lease.expires_at.desc())
-        .limit(1)
-    )
+        return _decide_shared(ev, covering, t)
+    last = history.last_started_by(t)
     if last is None:
         return None
     gap = (t - last.expires_at).total_seconds()
-    if gap > pool.grace_seconds:
+    if gap > slot.grace_seconds:
         return None
     # Confidence falls from 0.8 at the lease's end to 0.5 at the end of the grace window.
-    confidence = round(0.5 + 0.3 * (1 - gap / max(pool.grace_seconds, 1)), 3)
-    signals = {
-        "seconds_after_lease": int(gap),
-        "tel_tap": bool(_tapped(session, [last.visit_id], t)),
-    }
-    return _credit(session, "grace", confidence, last.visit_id, signals)
+    confidence = round(0.5 + 0.3 * (1 - gap / max(slot.grace_seconds, 1)), 3)
+    signals = {"seconds_after_lease": int(gap), "tel_tap": bool(ev.tapped([last.visit_id], t))}
+    return _credit("grace", confidence, last.visit_id, signals)
 
 
-def _decide_shared(session: Session, covering: list[Lease], t: datetime) -> Attribution:
+def _decide_shared(ev: Evidence, covering: list[LeaseSpan], t: datetime) -> Attribution:
     """Several visits shared the slot (overflow): a tel tap or clear recency decides, else tie."""
     visits = sorted({lease.visit_id for lease in covering})
     signals: dict[str, Any] = {"shared_by": len(visits)}
-    tapped = _tapped(session, visits, t)
+    tapped = ev.tapped(visits, t)
     if len(tapped) == 1:
-        return _credit(
-            session, "session", CONFIDENCE["shared_tap"], tapped[0], signals | {"tel_tap": True}
-        )
+        return _credit("session", CONFIDENCE["shared_tap"], tapped[0], signals | {"tel_tap": True})
     recent = [x.visit_id for x in covering if t - x.last_seen_at <= RECENT]
     stale = [x for x in covering if t - x.last_seen_at > STALE]
     if len(recent) == 1 and len(stale) == len(covering) - 1:
         return _credit(
-            session, "session", CONFIDENCE["shared_recent"], recent[0], signals | {"recency": True}
+            "session", CONFIDENCE["shared_recent"], recent[0], signals | {"recency": True}
         )
     return Attribution("ambiguous", round(1 / len(visits), 3), None, visits, signals)
 
 
-def _tapped(session: Session, visit_ids: list[str], t: datetime) -> list[str]:
-    """Which of these visits tapped a tel: link in the minutes before the call."""
-    return sorted(
-        set(
-            session.scalars(
-                select(VisitEvent.visit_id).where(
-                    VisitEvent.visit_id.in_(visit_ids),
-                    VisitEvent.type == "tel_click",
-                    VisitEvent.at <= t,
-                    VisitEvent.at >= t - TEL_TAP_WINDOW,
-                )
-            )
-        )
-    )
-
-
-def _earlier_call(session: Session, call: Call, same_number: bool = False) -> Call | None:
-    """The caller's latest earlier call to this site that was credited to a visit."""
-    query = select(Call).where(
-        Call.site_id == call.site_id,
-        Call.caller_e164 == call.caller_e164,
-        Call.started_at < call.started_at,
-        Call.visit_id.is_not(None),
-    )
-    if same_number:
-        query = query.where(
-            Call.tracking_e164 == call.tracking_e164, Call.extension == call.extension
-        )
-    return session.scalar(query.order_by(Call.started_at.desc()).limit(1))
-
-
-def _by_caller(session: Session, call: Call) -> Attribution | None:
+def _by_caller(ev: Evidence, call: CallFacts) -> Attribution | None:
     """The same caller called this site before and that call was credited to a visit."""
     if not call.caller_e164:
         return None
-    earlier = _earlier_call(session, call)
+    earlier = next((x for x in ev.earlier_calls(call) if x.visit_id is not None), None)
     if earlier is None or earlier.visit_id is None:
         return None
     signals = {"earlier_call": earlier.provider_call_id}
-    return _credit(session, "repeat_caller", CONFIDENCE["repeat_caller"], earlier.visit_id, signals)
+    return _credit("repeat_caller", CONFIDENCE["repeat_caller"], earlier.visit_id, signals)
 
 
-def _credit(
-    session: Session, method: str, confidence: float, visit_id: str, signals: dict[str, Any]
-) -> Attribution:
-    visit = session.get(Visit, visit_id)
-    return Attribution(
-        method, confidence, visit_id, [visit_id], signals,
-        source=visit.source if visit else "", medium=visit.medium if visit else "",
+def _credit(method: str, confidence: float, visit_id: str, signals: dict[str, Any]) -> Attribution:
+    return Attribution(method, confidence, visit_id, [visit_id], signals)
+
+
+def _facts(session: Session, where: ColumnElement[bool], limit: int) -> list[CallFacts]:
+    rows = session.execute(
+        select(Call.id, Call.site_id, Call.tracking_e164, Call.extension, Call.caller_e164,
+               Call.started_at)
+        .where(where)
+        .order_by(Call.started_at, Call.id)
+        .limit(limit)
     )  # fmt: skip
+    return [CallFacts(*row) for row in rows]
 
 
-def is_first_time(session: Session, call: Call) -> bool | None:
-    """No earlier call from this caller to this site; None for a withheld caller id."""
-    if not call.caller_e164:
-        return None
-    earlier = session.scalar(
-        select(Call.id)
-        .where(
-            Call.site_id == call.site_id,
-            Call.caller_e164 == call.caller_e164,
-            Call.started_at < call.started_at,
-        )
-        .limit(1)
-    )
-    return earlier is None
+def attribute_calls(session: Session, calls: Sequence[CallFacts]) -> list[Attribution]:
+    """Attribute calls (in time order) and store the results on them."""
+    if not calls:
+        return []
+    ev = Evidence.load(session, calls)
+    results = []
+    for call in calls:
+        result = decide(ev, call)
+        if call.id in ev.past:
+            ev.past[call.id].visit_id = result.visit_id  # later calls see this credit
+        results.append(result)
+    credited = sorted({r.visit_id for r in results if r.visit_id is not None})
+    traffic: dict[str, tuple[str, str]] = {}
+    for part in _chunks(credited):
+        query = select(Visit.id, Visit.source, Visit.medium).where(Visit.id.in_(part))
+        traffic.update((v, (source, medium)) for v, source, medium in session.execute(query))
+    for i, r in enumerate(results):
+        if r.visit_id is not None:
+            source, medium = traffic.get(r.visit_id, ("", ""))
+            results[i] = replace(r, source=source, medium=medium)
+    session.execute(
+        update(Call),
+        [
+            {"id": call.id, "visit_id": r.visit_id, "attribution_method": r.method,
+             "attribution_confidence": r.confidence, "attribution_candidates": r.candidates,
+             "attribution_signals": r.signals, "source": r.source, "medium": r.medium,
+             "first_time": bool(not ev.earlier_calls(call)) if call.caller_e164 else None}
+            for call, r in zip(calls, results, strict=True)
+        ],
+    )  # fmt: skip
+    return results
 
 
-def apply_attribution(session: Session, call: Call) -> Attribution:
-    """Attribute one call and store the result on it."""
-    result = attribute_call(session, call)
-    call.visit_id = result.visit_id
-    call.attribution_method = result.method
-    call.attribution_confidence = result.confidence
-    call.attribution_candidates = result.candidates
-    call.attribution_signals = result.signals
-    call.source, call.medium = result.source, result.medium
-    call.first_time = is_first_time(session, call)
-    return result
-
-
-def attribute_pending(session: Session, limit: int = 1000) -> int:
+def attribute_pending(session: Session, limit: int = BATCH) -> int:
     """Attribute calls that have not been attributed yet, oldest first."""
-    pending = session.scalars(
-        select(Call).where(Call.attribution_method.is_(None)).order_by(Call.started_at).limit(limit)
-    ).all()
-    for call in pending:
-        apply_attribution(session, call)
-        session.flush()
-    return len(pending)
+    calls = _facts(session, Call.attribution_method.is_(None), limit)
+    attribute_calls(session, calls)
+    return len(calls)
 
 
 def reattribute(session: Session, site_id: int, start: datetime, end: datetime) -> int:
     """Attribute every call of a site started in [start, end) again, in time order."""
-    calls = session.scalars(
-        select(Call)
-        .where(Call.site_id == site_id, Call.started_at >= start, Call.started_at < end)
-        .order_by(Call.started_at)
-    ).all()
-    for call in calls:
-        apply_attribution(session, call)
-        session.flush()
-    return len(calls)
+    done = 0
+    where = (Call.site_id == site_id) & (Call.started_at >= start) & (Call.started_at < end)
+    while calls := _facts(session, where, BATCH):
+        attribute_calls(session, calls)
+        done += len(calls)
+        last = calls[-1]
+        where = (
+            (Call.site_id == site_id) & (Call.started_at < end)
+            & or_(Call.started_at > last.started_at,
+                  and_(Call.started_at == last.started_at, Call.id > last.id))
+        )  # fmt: skip
+    return done
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.attribution import reattribute
@@ -137,6 +137,46 @@ def test_reattribution_is_idempotent(
             window = (clock.now - timedelta(days=1), clock.now + timedelta(days=3))
             assert reattribute(session, site.id, *window) == 2
     assert snapshot() == before
+
+
+@pytest.mark.parametrize("batch", [1, 2, 5000])
+def test_a_batch_decides_as_one_call_at_a_time_does(
+    rt: Runtime,
+    clock: Clock,
+    sessions: sessionmaker[Session],
+    monkeypatch: pytest.MonkeyPatch,
+    batch: int,
+) -> None:
+    from dni import attribution
+    from dni.models import Call as CallRow
+
+    paid_visit(rt, "visitor-a")
+    call_at(rt, clock.now + timedelta(minutes=5), n=1)  # session
+    call_at(rt, clock.now + timedelta(minutes=40), caller="+8613900000000", n=2)  # grace
+    call_at(rt, clock.now + timedelta(days=2), n=3)  # repeat caller of call 1
+    call_at(rt, clock.now + timedelta(days=3), caller="+8613900000000", n=4)  # of call 2
+    site = rt.sites.get("shop")
+    assert site is not None
+
+    def snapshot() -> list[tuple[object, ...]]:
+        with sessions() as session:
+            rows = session.scalars(select(CallRow).order_by(CallRow.provider_call_id))
+            return [(c.attribution_method, c.visit_id, c.attribution_confidence, c.first_time,
+                     c.source, c.attribution_signals) for c in rows]  # fmt: skip
+
+    one_by_one = snapshot()
+    assert [row[0] for row in one_by_one] == ["session", "grace", "repeat_caller", "repeat_caller"]
+    with sessions.begin() as session:  # forget every credit, then decide them all again
+        session.execute(
+            update(CallRow).values(
+                visit_id=None, attribution_method=None, source="", first_time=None
+            )
+        )
+    monkeypatch.setattr(attribution, "BATCH", batch)
+    with sessions.begin() as session:
+        window = (clock.now - timedelta(days=1), clock.now + timedelta(days=4))
+        assert attribution.reattribute(session, site.id, *window) == 4
+    assert snapshot() == one_by_one
 
 
 def test_cli_reattributes_days_in_the_site_time_zone(
