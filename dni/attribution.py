@@ -15,7 +15,7 @@ from __future__ import annotations
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -23,6 +23,7 @@ from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from dni.models import Call, Lease, Pool, SourceNumber, TrackingNumber, Visit, VisitEvent
+from dni.visitcounts import page_of
 
 TEL_TAP_WINDOW = timedelta(minutes=10)
 # A candidate seen this close to the call, when the others were not, wins on recency.
@@ -37,14 +38,25 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
+class Traffic:
+    """The credited traffic, as call reports group it."""
+
+    source: str = ""
+    medium: str = ""
+    campaign: str = ""
+    keyword: str = ""
+    landing_page: str = ""  # without its query
+    device: str = ""
+
+
+@dataclass(frozen=True)
 class Attribution:
     method: str  # source, session, grace, ambiguous, repeat_caller, unattributed
     confidence: float
     visit_id: str | None = None
     candidates: list[str] = field(default_factory=list)
     signals: dict[str, Any] = field(default_factory=dict)
-    source: str = ""
-    medium: str = ""
+    traffic: Traffic = Traffic()
 
 
 @dataclass(frozen=True)
@@ -112,7 +124,7 @@ class Slot:
 class Evidence:
     """Everything the rules read for a batch of calls, loaded at once."""
 
-    sources: dict[tuple[int, str, str], tuple[str, str]]  # (site, number, ext) -> source, medium
+    sources: dict[tuple[int, str, str], Traffic]  # (site, number, extension) -> its rule
     slots: dict[tuple[int, str, str], Slot]
     leases: dict[int, SlotHistory]  # by slot id
     taps: dict[str, list[datetime]]  # tel: taps by visit id, in time order
@@ -126,7 +138,10 @@ class Evidence:
         first = min(c.started_at for c in calls)
         last = max(c.started_at for c in calls)
         sources = {
-            (site, number, extension): (_first(match, "source"), _first(match, "medium"))
+            (site, number, extension): Traffic(
+                _first(match, "source"), _first(match, "medium"), _first(match, "campaign"),
+                _first(match, "term"), device=_first(match, "device"),
+            )
             for site, number, extension, match in session.execute(
                 select(SourceNumber.site_id, SourceNumber.number_e164, SourceNumber.extension,
                        SourceNumber.match)
@@ -216,8 +231,7 @@ def decide(ev: Evidence, call: CallFacts) -> Attribution:
     """Decide the call's visit by the rules of DESIGN §4, in order."""
     key = (call.site_id, call.tracking_e164, call.extension)
     if key in ev.sources:
-        source, medium = ev.sources[key]
-        return Attribution("source", CONFIDENCE["source"], source=source, medium=medium)
+        return Attribution("source", CONFIDENCE["source"], traffic=ev.sources[key])
     slot = ev.slots.get(key)
     if slot is not None:
         found = _by_lease(ev, call, slot)
@@ -322,20 +336,21 @@ def attribute_calls(session: Session, calls: Sequence[CallFacts]) -> list[Attrib
             ev.past[call.id].visit_id = result.visit_id  # later calls see this credit
         results.append(result)
     credited = sorted({r.visit_id for r in results if r.visit_id is not None})
-    traffic: dict[str, tuple[str, str]] = {}
+    traffic: dict[str, Traffic] = {}
     for part in _chunks(credited):
-        query = select(Visit.id, Visit.source, Visit.medium).where(Visit.id.in_(part))
-        traffic.update((v, (source, medium)) for v, source, medium in session.execute(query))
+        query = select(Visit.id, Visit.source, Visit.medium, Visit.campaign, Visit.term,
+                       Visit.landing_page, Visit.device).where(Visit.id.in_(part))  # fmt: skip
+        for visit_id, source, medium, campaign, term, page, device in session.execute(query):
+            traffic[visit_id] = Traffic(source, medium, campaign, term, page_of(page), device)
     for i, r in enumerate(results):
         if r.visit_id is not None:
-            source, medium = traffic.get(r.visit_id, ("", ""))
-            results[i] = replace(r, source=source, medium=medium)
+            results[i] = replace(r, traffic=traffic.get(r.visit_id, Traffic()))
     session.execute(
         update(Call),
         [
             {"id": call.id, "visit_id": r.visit_id, "attribution_method": r.method,
              "attribution_confidence": r.confidence, "attribution_candidates": r.candidates,
-             "attribution_signals": r.signals, "source": r.source, "medium": r.medium,
+             "attribution_signals": r.signals, **asdict(r.traffic),
              "first_time": bool(not ev.earlier_calls(call)) if call.caller_e164 else None}
             for call, r in zip(calls, results, strict=True)
         ],

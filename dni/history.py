@@ -22,6 +22,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from dni import visitcounts
 from dni.models import Lease, Pool, Site, TrackingNumber, Visit, VisitEvent
 from dni.pools import KEY_NAMES, as_text, drain, pool_keys
 from dni.visits import Stores, site_prefix
@@ -46,12 +47,17 @@ def _moment(ms: str | int | float) -> datetime:
     return datetime.fromtimestamp(int(ms) / 1000, UTC)
 
 
-def _insert_new(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> None:
-    """INSERT that skips rows whose key is already stored (a batch written twice)."""
+def _insert_new(connection: Connection, table: Table, rows: list[dict[str, Any]]) -> set[Any]:
+    """INSERT that skips rows whose key is already stored (a batch written twice); returns the
+    primary keys of the rows it did insert."""
     if not rows:
-        return
+        return set()
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(dialect.insert(table).on_conflict_do_nothing(), rows)
+    key = table.primary_key.columns[0]
+    inserted = connection.execute(
+        dialect.insert(table).on_conflict_do_nothing().returning(key), rows
+    )
+    return set(inserted.scalars())
 
 
 def flush_history(stores: Stores, now: datetime | None = None) -> Flushed:
@@ -139,7 +145,10 @@ def _write(
                  "_key": (key, seq), "_at": _moment(start["t"])}
             )  # fmt: skip
 
-    _insert_new(connection, Visit.__table__, visits)  # type: ignore[arg-type]
+    new = _insert_new(connection, Visit.__table__, visits)  # type: ignore[arg-type]
+    if new:
+        zones = visitcounts.zones(connection)
+        visitcounts.add(connection, visitcounts.count((v for v in visits if v["id"] in new), zones))
     known_visits = _existing(connection, Visit.id, {r["visit_id"] for r in leases + events})
     # Events name no number: 0 stands for "none needed".
     known_numbers = _existing(connection, TrackingNumber.id, {r["number_id"] for r in leases})

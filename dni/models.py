@@ -6,12 +6,13 @@ Schema changes go through Alembic revisions in `dni/migrations/versions/`.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -232,13 +233,34 @@ class Call(Base):
     attribution_candidates: Mapped[list[str]] = mapped_column(JSON, default=list)
     attribution_signals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     # The credited traffic: the visit's, or a source number's rule when there is no visit.
+    # Copied here by attribution so that call reports read one table.
     source: Mapped[str] = mapped_column(String(200), default="")
     medium: Mapped[str] = mapped_column(String(200), default="")
+    campaign: Mapped[str] = mapped_column(String(200), default="")
+    keyword: Mapped[str] = mapped_column(String(200), default="")
+    landing_page: Mapped[str] = mapped_column(String(500), default="")  # without its query
+    device: Mapped[str] = mapped_column(String(16), default="")
     # None while unknown (withheld caller id, or not attributed yet).
     first_time: Mapped[bool | None] = mapped_column(Boolean)
     # Every payload the provider sent about this call, oldest first (kept: nothing is dropped).
     payloads: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     updated_at: Mapped[datetime] = mapped_column()
+
+
+class VisitCount(Base):
+    """Visits per day (in the site's time zone) and value of one report dimension.
+
+    Kept by the history flusher as visit rows reach SQL, so that reports never count the
+    visits table itself; rebuilt from it when a site's time zone changes (dni.visitcounts).
+    """
+
+    __tablename__ = "visit_counts"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    value: Mapped[str] = mapped_column(String(500), primary_key=True)
+    visits: Mapped[int] = mapped_column(Integer)
 
 
 class ApiKey(Base):

@@ -12,10 +12,10 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, select
+from sqlalchemy import ColumnElement, Integer, case, cast, extract, func, select
 from sqlalchemy.orm import Session
 
-from dni.models import Call, Visit
+from dni.models import Call, Visit, VisitCount
 from dni.sites import SiteConfig
 
 # Answered calls at least this long count as qualified leads.
@@ -26,6 +26,8 @@ COLUMNS = ("visits", "calls", "answered", "first_time", "qualified")
 
 @dataclass(frozen=True)
 class Period:
+    first: date
+    last: date  # inclusive
     start: datetime
     end: datetime  # exclusive
     zone: ZoneInfo
@@ -36,7 +38,7 @@ def period(site: SiteConfig, first: date, last: date) -> Period:
     zone = ZoneInfo(site.timezone)
     start = datetime(first.year, first.month, first.day, tzinfo=zone)
     end = datetime(last.year, last.month, last.day, tzinfo=zone) + timedelta(days=1)
-    return Period(start, end, zone)
+    return Period(first, last, start, end, zone)
 
 
 def mask(number: str) -> str:
@@ -92,56 +94,59 @@ def _call_json(call: Call, visit: Visit | None, zone: ZoneInfo, show: bool) -> d
     }  # fmt: skip
 
 
-def _visit_column(dimension: str) -> Any:
-    return {
-        "keyword": Visit.term, "source": Visit.source, "medium": Visit.medium,
-        "campaign": Visit.campaign, "landing_page": Visit.landing_page, "device": Visit.device,
-    }.get(dimension)  # fmt: skip
+CALL_COLUMNS: dict[str, Any] = {
+    "keyword": Call.keyword, "source": Call.source, "medium": Call.medium,
+    "campaign": Call.campaign, "landing_page": Call.landing_page, "device": Call.device,
+    "region": Call.caller_region,
+}  # fmt: skip
 
 
-def _call_column(dimension: str) -> Any:
-    if dimension in ("source", "medium"):
-        return getattr(Call, dimension)  # set from the visit or a source number
-    if dimension == "region":
-        return Call.caller_region
-    return _visit_column(dimension)
+def _local_hour(session: Session, column: Any, zone: ZoneInfo) -> Any:
+    """The hour (0-23) of a timestamp column in `zone`, computed by the database."""
+    bind = session.get_bind()
+    if bind.dialect.name == "postgresql":
+        return cast(extract("hour", func.timezone(zone.key, column)), Integer)
+    return func.dni_local_hour(column, zone.key)  # registered by dni.db on SQLite
+
+
+def _count(condition: ColumnElement[bool]) -> Any:
+    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
 def call_report(
     session: Session, site: SiteConfig, when: Period, dimension: str
 ) -> list[dict[str, Any]]:
-    """Visits, calls, answered, first-time and qualified calls per value of `dimension`."""
+    """Visits, calls, answered, first-time and qualified calls per value of `dimension`.
+
+    Both sides are grouped by the database: calls carry their credited traffic (copied by
+    attribution), visits are read from the per-day counts (dni.visitcounts), never counted.
+    """
+    key = (
+        _local_hour(session, Call.started_at, when.zone) if dimension == "hour"
+        else CALL_COLUMNS[dimension]
+    )  # fmt: skip
+    answered = (Call.status == "completed") & (Call.duration_seconds > 0)
     rows: dict[Any, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COLUMNS, 0))
-    in_calls: ColumnElement[bool] = (
-        (Call.site_id == site.id) & (Call.started_at >= when.start) & (Call.started_at < when.end)
-    )
-    call_rows = session.execute(
-        select(Call.started_at, Call.status, Call.duration_seconds, Call.first_time,
-               _call_column(dimension) if dimension != "hour" else Call.id)
-        .outerjoin(Visit, Call.visit_id == Visit.id)
-        .where(in_calls)
-    ).all()  # fmt: skip
-    for started, status, duration, first_time, value in call_rows:
-        # No visit and an empty value are both "not set".
-        key = started.astimezone(when.zone).hour if dimension == "hour" else value or ""
-        row = rows[key]
-        answered = status == "completed" and duration > 0
-        row["calls"] += 1
-        row["answered"] += answered
-        row["first_time"] += bool(first_time)
-        row["qualified"] += answered and duration >= QUALIFIED_SECONDS
+    for value, calls, answers, first_time, qualified in session.execute(
+        select(key, func.count(), _count(answered), _count(Call.first_time.is_(True)),
+               _count(answered & (Call.duration_seconds >= QUALIFIED_SECONDS)))
+        .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
+        .group_by(key)
+    ):  # fmt: skip
+        row = rows[value if dimension == "hour" else value or ""]
+        row.update(calls=calls, answered=answers, first_time=first_time, qualified=qualified)
     if dimension != "region":  # visits have no caller region
-        column = Visit.started_at if dimension == "hour" else _visit_column(dimension)
-        visit_rows = session.execute(
-            select(column).where(
-                Visit.site_id == site.id,
-                Visit.started_at >= when.start,
-                Visit.started_at < when.end,
+        for value, visits in session.execute(
+            select(VisitCount.value, func.sum(VisitCount.visits))
+            .where(
+                VisitCount.site_id == site.id,
+                VisitCount.dimension == dimension,
+                VisitCount.day >= when.first,
+                VisitCount.day <= when.last,
             )
-        ).scalars()
-        for value in visit_rows:
-            key = value.astimezone(when.zone).hour if dimension == "hour" else value or ""
-            rows[key]["visits"] += 1
+            .group_by(VisitCount.value)
+        ):
+            rows[int(value) if dimension == "hour" else value]["visits"] = int(visits)
     ordered = sorted(
         rows.items(),
         key=lambda item: (

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
+from dni import visitcounts
 from dni.errors import ConfigError
 from dni.models import Pool, Site, SourceNumber, TrackingNumber
 from dni.phones import is_valid_region, to_e164
@@ -367,6 +368,7 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
     """Create or update sites to match `specs`; retire pools and numbers they no longer list."""
     report = LoadReport()
     _check_other_sites(session, specs)
+    moved: list[Site] = []
     for spec in specs:
         site = session.scalar(
             select(Site)
@@ -381,6 +383,8 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
             session.add(site)
         site.name = spec.name
         site.domains = list(spec.domains)
+        if site.id is not None and site.timezone != spec.timezone:
+            moved.append(site)  # its visits fall on other days now
         site.timezone = spec.timezone
         site.country = spec.country
         site.forward_to_e164 = spec.forward_to_e164
@@ -393,6 +397,8 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
         _load_sources(site, spec)
         report.sites.append(spec.key)
     session.flush()
+    for site in moved:
+        visitcounts.recount(session, site.id)
     return report
 
 

@@ -1,0 +1,62 @@
+"""Visit counts per day and dimension: what reports read instead of counting visits."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dni.history import flush_history
+from dni.models import VisitCount
+from dni.visits import site_prefix
+from dni.web.runtime import Runtime
+from tests.conftest import Clock
+from tests.factories import load_toml, shop_toml, start_visit
+
+PAID = "https://shop.example.cn/flowers?utm_source=baidu&utm_medium=cpc&utm_term=roses#top"
+
+
+def counts(sessions: sessionmaker[Session]) -> dict[tuple[date, str, str], int]:
+    with sessions() as session:
+        return {
+            (row.day, row.dimension, row.value): row.visits
+            for row in session.scalars(select(VisitCount))
+        }
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_visit_counts_once_per_dimension_on_its_local_day(
+    rt: Runtime, clock: Clock, sessions: sessionmaker[Session]
+) -> None:
+    clock.advance(12.5 * 3600)  # 16:30 UTC is 00:30 the next day in Shanghai
+    start_visit(rt, "visitor-a", PAID)
+    start_visit(rt, "visitor-b", "https://shop.example.cn/flowers?gclid=abc")
+    key = site_prefix(rt.sites.get("shop").id) + "rows"  # type: ignore[union-attr]
+    queued = rt.stores.redis.hgetall(key)
+    flush_history(rt.stores, clock.now)
+    rt.stores.redis.hset(key, mapping=queued)  # as if a flusher died after commit, before HDEL
+    flush_history(rt.stores, clock.now)
+    day = date(2026, 11, 3)
+    assert counts(sessions) == {
+        (day, "keyword", "roses"): 1, (day, "keyword", ""): 1,
+        (day, "source", "baidu"): 1, (day, "source", "google"): 1,
+        (day, "medium", "cpc"): 2, (day, "campaign", ""): 2,
+        (day, "landing_page", "https://shop.example.cn/flowers"): 2,
+        (day, "device", "desktop"): 2, (day, "hour", "0"): 2,
+    }  # fmt: skip
+
+
+@pytest.mark.usefixtures("shop")
+def test_a_new_time_zone_moves_visits_to_their_new_days(
+    rt: Runtime, clock: Clock, sessions: sessionmaker[Session]
+) -> None:
+    clock.advance(12.5 * 3600)
+    start_visit(rt, "visitor-a", PAID)
+    flush_history(rt.stores, clock.now)
+    assert counts(sessions)[(date(2026, 11, 3), "hour", "0")] == 1
+    load_toml(sessions, shop_toml().replace("Asia/Shanghai", "Europe/London"))
+    moved = counts(sessions)
+    assert moved[(date(2026, 11, 2), "hour", "16")] == 1
+    assert not [key for key in moved if key[0] == date(2026, 11, 3)]
