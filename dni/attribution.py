@@ -30,7 +30,8 @@ TEL_TAP_WINDOW = timedelta(minutes=10)
 RECENT = timedelta(seconds=90)
 STALE = timedelta(minutes=5)
 CONFIDENCE = {"source": 1.0, "session": 0.95, "session_tap": 0.99, "shared_tap": 0.85,
-              "shared_recent": 0.7, "repeat_caller": 0.6}  # fmt: skip
+              "shared_recent": 0.7, "handed_over": 0.85, "handed_over_left": 0.75,
+              "repeat_caller": 0.6}  # fmt: skip
 BATCH = 5000  # calls attributed per Evidence load
 IN_LIMIT = 500  # values per SQL IN (...) list
 
@@ -98,6 +99,11 @@ class SlotHistory:
                 found.append(self.leases[i])
             i -= 1
         return found
+
+    def held_before(self, lease: LeaseSpan) -> LeaseSpan | None:
+        """Of the leases started before this one, the one that ended last."""
+        i = bisect_left(self.starts, lease.started_at)
+        return self.reach[i - 1] if i else None
 
     def last_started_by(self, t: datetime) -> LeaseSpan | None:
         """Of the leases started by t, the one that ended last."""
@@ -264,10 +270,14 @@ def _by_lease(ev: Evidence, call: CallFacts, slot: Slot) -> Attribution | None:
         return None
     covering = history.covering(t)
     if len(covering) == 1:
-        visit_id = covering[0].visit_id
-        tapped = ev.tapped([visit_id], t)
-        key = "session_tap" if tapped else "session"
-        return _credit("session", CONFIDENCE[key], visit_id, {"tel_tap": bool(tapped)})
+        holder = covering[0]
+        if ev.tapped([holder.visit_id], t):
+            return _credit("session", CONFIDENCE["session_tap"], holder.visit_id, {"tel_tap": True})
+        before = history.held_before(holder)
+        if before is not None and before.visit_id != holder.visit_id:
+            if (t - before.expires_at).total_seconds() <= slot.grace_seconds:
+                return _handed_over(holder, before, t)
+        return _credit("session", CONFIDENCE["session"], holder.visit_id, {"tel_tap": False})
     if covering:
         return _decide_shared(ev, covering, t)
     last = history.last_started_by(t)
@@ -280,6 +290,20 @@ def _by_lease(ev: Evidence, call: CallFacts, slot: Slot) -> Attribution | None:
     confidence = round(0.5 + 0.3 * (1 - gap / max(slot.grace_seconds, 1)), 3)
     signals = {"seconds_after_lease": int(gap), "tel_tap": bool(ev.tapped([last.visit_id], t))}
     return _credit("grace", confidence, last.visit_id, signals)
+
+
+def _handed_over(holder: LeaseSpan, before: LeaseSpan, t: datetime) -> Attribution:
+    """The number changed hands less than a grace window before the call, so its previous
+    holder may be calling back from a note of it. The holder stays the likelier caller (in the
+    simulated month, crediting either by recency or calling it a tie did worse), but the
+    credit says so: less confidence, less still if the holder has left the page too."""
+    signals: dict[str, Any] = {
+        "tel_tap": False,
+        "previous_holder": before.visit_id,
+        "seconds_after_previous_lease": int((t - before.expires_at).total_seconds()),
+    }
+    key = "handed_over" if t - holder.last_seen_at <= RECENT else "handed_over_left"
+    return _credit("session", CONFIDENCE[key], holder.visit_id, signals)
 
 
 def _decide_shared(ev: Evidence, covering: list[LeaseSpan], t: datetime) -> Attribution:

@@ -29,6 +29,7 @@ from dni.visits import RateLimit, Stores, VisitInput, Visits
 
 LEASE = 1800
 GRACE = 7200
+SURE = 0.9  # a credit at least this confident is presented as fact
 UA = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 Mobile/15E148"
 START = datetime(2026, 10, 1, tzinfo=UTC)
 
@@ -92,13 +93,15 @@ class Score:
     credited: int = 0
     correct: int = 0
     ambiguous: int = 0
+    sure_but_wrong: int = 0  # wrong credits stated with confidence >= SURE: silent ones
 
     def line(self, name: str) -> str:
         precision = self.correct / self.credited if self.credited else 1.0
         recall = self.correct / self.calls if self.calls else 1.0
         ambiguous = self.ambiguous / max(self.calls, 1)
         wrong = self.credited - self.correct
-        return f"{name:<34}{precision:>10.1%}{recall:>9.1%}{ambiguous:>11.1%}{wrong:>8}"
+        return (f"{name:<34}{precision:>10.1%}{recall:>9.1%}{ambiguous:>11.1%}{wrong:>8}"
+                f"{self.sure_but_wrong:>7}")  # fmt: skip
 
 
 SITE = """
@@ -178,9 +181,12 @@ def _replay(visits: list[SimVisit], scratch: Scratch) -> Score:
         for call in session.scalars(select(Call)):
             score.calls += 1
             score.credited += call.visit_id is not None
-            score.correct += (
-                call.visit_id is not None and call.visit_id == truth[call.provider_call_id]
-            )
+            right = call.visit_id == truth[call.provider_call_id]
+            score.correct += call.visit_id is not None and right
+            score.sure_but_wrong += (
+                call.visit_id is not None and not right
+                and (call.attribution_confidence or 0) >= SURE
+            )  # fmt: skip
             score.ambiguous += call.attribution_method == "ambiguous"
     return score
 
@@ -229,6 +235,7 @@ def run_baseline(visits: list[SimVisit], size: int, random_pick: bool, seed: int
             score.calls += 1
             score.credited += guess is not None
             score.correct += guess == v.index
+            score.sure_but_wrong += guess is not None and guess != v.index  # no doubt stated
     return score
 
 
@@ -239,7 +246,8 @@ def run_attribution_benchmark(days: int, per_day: int, echo: Callable[[str], Non
     setup = f"lease {LEASE // 60} min, grace {GRACE // 3600} h, overflow share"
     echo(f"dni bench attribution: {days} days, {len(visits)} visits, {calls} calls, "
          f"peak concurrency {peak} ({setup})")  # fmt: skip
-    echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}")
+    echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}"
+         f"{'sure':>7}")  # fmt: skip
     for factor in (0.25, 0.5, 1.0, 2.0):
         size = max(1, round(peak * factor))
         echo(run_dni(visits, size).line(f"{factor}x = {size}: dni"))

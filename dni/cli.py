@@ -367,3 +367,14 @@ def bench_calls(calls: int) -> None:
     from dni.calls_bench import run_calls_benchmark
 
     run_calls_benchmark(calls, click.echo)
+
+
+@bench.command("reports")
+@click.option("--visits", default=10_000_000, show_default=True, help="calls are a tenth of it")
+@click.option("--database-url", default="", help="an empty PostgreSQL database (default: private)")
+@click.option("--runs", default=5, show_default=True, help="timed runs to take the median of")
+def bench_reports(visits: int, database_url: str, runs: int) -> None:
+    """Call reports over 1 M calls and 10 M visits in PostgreSQL (DESIGN §7)."""
+    from dni.reports_bench import run_reports_benchmark
+
+    run_reports_benchmark(visits, database_url, runs, click.echo)

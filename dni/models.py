@@ -248,17 +248,18 @@ class Call(Base):
 
 
 class VisitCount(Base):
-    """Visits per day (in the site's time zone) and value of one report dimension.
+    """Visits per value of one report dimension in a day, week or month of the site's time zone.
 
     Kept by the history flusher as visit rows reach SQL, so that reports never count the
-    visits table itself; rebuilt from it when a site's time zone changes (dni.visitcounts).
+    visits table itself; recounted from it when a site's time zone changes (dni.visitcounts).
     """
 
     __tablename__ = "visit_counts"
 
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
     dimension: Mapped[str] = mapped_column(String(16), primary_key=True)
+    span: Mapped[str] = mapped_column(String(1), primary_key=True)  # D, W (from Monday) or M
+    start: Mapped[date] = mapped_column(Date, primary_key=True)  # the span's first day
     value: Mapped[str] = mapped_column(String(500), primary_key=True)
     visits: Mapped[int] = mapped_column(Integer)
 

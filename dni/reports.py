@@ -12,11 +12,12 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import ColumnElement, Integer, case, cast, extract, func, select
+from sqlalchemy import ColumnElement, Integer, case, cast, extract, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from dni.models import Call, Visit, VisitCount
 from dni.sites import SiteConfig
+from dni.visitcounts import spans
 
 # Answered calls at least this long count as qualified leads.
 QUALIFIED_SECONDS = 60
@@ -116,44 +117,58 @@ def _count(condition: ColumnElement[bool]) -> Any:
 def call_report(
     session: Session, site: SiteConfig, when: Period, dimension: str
 ) -> list[dict[str, Any]]:
-    """Visits, calls, answered, first-time and qualified calls per value of `dimension`.
+    """Visits, calls, answered, first-time and qualified calls per value of `dimension`, most
+    calls first.
 
-    Both sides are grouped by the database: calls carry their credited traffic (copied by
-    attribution), visits are read from the per-day counts (dni.visitcounts), never counted.
+    One query, grouped, joined and sorted by the database: calls carry their credited traffic
+    (copied by attribution), visits are read from their counts (dni.visitcounts), never counted.
     """
     key = (
         _local_hour(session, Call.started_at, when.zone) if dimension == "hour"
         else CALL_COLUMNS[dimension]
     )  # fmt: skip
     answered = (Call.status == "completed") & (Call.duration_seconds > 0)
-    rows: dict[Any, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COLUMNS, 0))
-    for value, calls, answers, first_time, qualified in session.execute(
-        select(key, func.count(), _count(answered), _count(Call.first_time.is_(True)),
-               _count(answered & (Call.duration_seconds >= QUALIFIED_SECONDS)))
+    calls = (
+        select(key.label("value"), func.count().label("calls"),
+               _count(answered).label("answered"),
+               _count(Call.first_time.is_(True)).label("first_time"),
+               _count(answered & (Call.duration_seconds >= QUALIFIED_SECONDS)).label("qualified"))
         .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
         .group_by(key)
-    ):  # fmt: skip
-        row = rows[value if dimension == "hour" else value or ""]
-        row.update(calls=calls, answered=answers, first_time=first_time, qualified=qualified)
-    if dimension != "region":  # visits have no caller region
-        for value, visits in session.execute(
-            select(VisitCount.value, func.sum(VisitCount.visits))
-            .where(
-                VisitCount.site_id == site.id,
-                VisitCount.dimension == dimension,
-                VisitCount.day >= when.first,
-                VisitCount.day <= when.last,
-            )
-            .group_by(VisitCount.value)
-        ):
-            rows[int(value) if dimension == "hour" else value]["visits"] = int(visits)
-    ordered = sorted(
-        rows.items(),
-        key=lambda item: (
-            -item[1]["calls"],
-            -item[1]["answered"],
-            -item[1]["visits"],
-            str(item[0]),
-        ),
+        .subquery()
+    )  # fmt: skip
+    counts = [calls.c.calls, calls.c.answered, calls.c.first_time, calls.c.qualified]
+    if dimension == "region":  # visits have no caller region
+        query = select(calls.c.value, literal(0), *counts)
+    else:
+        visits = _visit_counts(site, when, dimension)
+        query = select(
+            func.coalesce(calls.c.value, visits.c.value),
+            func.coalesce(visits.c.visits, 0),
+            *(func.coalesce(c, 0) for c in counts),
+        ).select_from(calls.join(visits, calls.c.value == visits.c.value, full=True))
+    by_value, by_visits, by_calls, by_answered = list(query.selected_columns)[:4]
+    ordered = query.order_by(by_calls.desc(), by_answered.desc(), by_visits.desc(), by_value)
+    return [
+        {dimension: value, "visits": int(visits), "calls": calls, "answered": answered,
+         "first_time": first_time, "qualified": qualified}
+        for value, visits, calls, answered, first_time, qualified in session.execute(ordered)
+    ]  # fmt: skip
+
+
+def _visit_counts(site: SiteConfig, when: Period, dimension: str) -> Any:
+    """Visits per value in the period, summed over its months, weeks and days."""
+    buckets: dict[str, list[date]] = defaultdict(list)
+    for span, start in spans(when.first, when.last):
+        buckets[span].append(start)
+    in_period = or_(
+        *((VisitCount.span == span) & VisitCount.start.in_(starts)
+          for span, starts in buckets.items())
+    )  # fmt: skip
+    value = cast(VisitCount.value, Integer) if dimension == "hour" else VisitCount.value
+    return (
+        select(value.label("value"), func.sum(VisitCount.visits).label("visits"))
+        .where(VisitCount.site_id == site.id, VisitCount.dimension == dimension, in_period)
+        .group_by(value)
+        .subquery()
     )
-    return [{dimension: key, **counts} for key, counts in ordered]

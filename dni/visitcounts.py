@@ -1,16 +1,18 @@
-"""Visits per day and report dimension: what call reports set their calls against.
+"""Visits per report dimension and day, week and month: what call reports set calls against.
 
 Reports never count the visits table itself (at 10 M rows that takes seconds): the history
-flusher adds each visit, as its row first reaches SQL, to `visit_counts` under its day in the
-site's time zone, once per dimension. A site whose time zone changes is recounted from its
-visits (`recount`), which `dni load` does by itself.
+flusher adds each visit, as its row first reaches SQL, to `visit_counts` under its day, its
+week (from Monday) and its month in the site's time zone, once per dimension. A report over
+any run of days reads whole months, then whole weeks, then single days (`spans`): at most a
+few dozen buckets per value. A site whose time zone changes is recounted from its visits
+(`recount`), which `dni load` does by itself.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -25,9 +27,9 @@ COLUMNS = {"keyword": "term", "source": "source", "medium": "medium", "campaign"
            "landing_page": "landing_page", "device": "device"}  # fmt: skip
 DIMENSIONS = (*COLUMNS, "hour")
 MAX_VALUE = 500
-WRITE_BATCH = 1000
+WRITE_BATCH = 5000
 
-Key = tuple[int, date, str, str]  # site, day, dimension, value
+Key = tuple[int, str, str, date, str]  # site, dimension, span, start, value
 
 
 def page_of(url: str) -> str:
@@ -35,20 +37,46 @@ def page_of(url: str) -> str:
     return url.split("#", 1)[0].split("?", 1)[0][:MAX_VALUE]
 
 
+def _month_after(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
+
+
+def spans_of(day: date) -> tuple[tuple[str, date], ...]:
+    """The day, week and month a day counts in."""
+    return (("D", day), ("W", day - timedelta(days=day.weekday())), ("M", day.replace(day=1)))
+
+
+def spans(first: date, last: date) -> list[tuple[str, date]]:
+    """The fewest buckets that cover first..last exactly: whole months, whole weeks, days."""
+    found = []
+    day = first
+    while day <= last:
+        if day.day == 1 and _month_after(day) - timedelta(days=1) <= last:
+            found.append(("M", day))
+            day = _month_after(day)
+        elif day.weekday() == 0 and day + timedelta(days=6) <= last:
+            found.append(("W", day))
+            day += timedelta(days=7)
+        else:
+            found.append(("D", day))
+            day += timedelta(days=1)
+    return found
+
+
 def count(visits: Iterable[Mapping[Any, Any]], zones: Mapping[int, ZoneInfo]) -> Counter[Key]:
-    """Visit rows (site_id, started_at and the dimension columns) counted by day and value."""
+    """Visit rows (site_id, started_at and the dimension columns) counted by bucket and value."""
     counts: Counter[Key] = Counter()
     for visit in visits:
         site = visit["site_id"]
         started: datetime = visit["started_at"]
         local = started.astimezone(zones[site])
-        day = local.date()
+        values = [("hour", str(local.hour))]
         for dimension, column in COLUMNS.items():
             value = str(visit[column] or "")
-            if dimension == "landing_page":
-                value = page_of(value)
-            counts[(site, day, dimension, value[:MAX_VALUE])] += 1
-        counts[(site, day, "hour", str(local.hour))] += 1
+            values.append((dimension, page_of(value) if dimension == "landing_page" else value))
+        for span, start in spans_of(local.date()):
+            for dimension, value in values:
+                counts[(site, dimension, span, start, value[:MAX_VALUE])] += 1
     return counts
 
 
@@ -57,16 +85,17 @@ def add(connection: Connection, counts: Counter[Key]) -> None:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     table = VisitCount.__table__
     rows = [
-        {"site_id": site, "day": day, "dimension": dimension, "value": value, "visits": n}
-        for (site, day, dimension, value), n in sorted(counts.items())  # one lock order
-    ]
-    for start in range(0, len(rows), WRITE_BATCH):
+        {"site_id": site, "dimension": dimension, "span": span, "start": start, "value": value,
+         "visits": n}
+        for (site, dimension, span, start, value), n in sorted(counts.items())  # one lock order
+    ]  # fmt: skip
+    for first in range(0, len(rows), WRITE_BATCH):
         insert = dialect.insert(table)
         upsert = insert.on_conflict_do_update(
-            index_elements=["site_id", "day", "dimension", "value"],
+            index_elements=["site_id", "dimension", "span", "start", "value"],
             set_={"visits": table.c.visits + insert.excluded.visits},
         )
-        connection.execute(upsert, rows[start : start + WRITE_BATCH])
+        connection.execute(upsert, rows[first : first + WRITE_BATCH])
 
 
 def zones(connection: Connection) -> dict[int, ZoneInfo]:
@@ -83,8 +112,10 @@ def recount(session: Session, site_id: int) -> int:
     query = select(*columns).where(Visit.site_id == site_id)
     rows = connection.execute(query.execution_options(yield_per=20_000))
     zone = zones(connection)
+    counts: Counter[Key] = Counter()
     total = 0
     for part in rows.mappings().partitions():
-        add(connection, count(part, zone))
+        counts.update(count(part, zone))
         total += len(part)
+    add(connection, counts)
     return total

@@ -57,12 +57,26 @@ def test_late_call_within_grace_goes_to_the_last_holder(rt: Runtime, clock: Cloc
     assert call.attribution_signals["seconds_after_lease"] == 600
 
 
-def test_a_new_holder_takes_over_from_grace(rt: Runtime, clock: Clock) -> None:
-    paid_visit(rt, "visitor-a")
+@pytest.mark.parametrize(("after", "confidence"), [(1, 0.85), (10, 0.75)])
+def test_a_new_holder_takes_over_from_grace_with_doubt_stated(
+    rt: Runtime, clock: Clock, after: int, confidence: float
+) -> None:
+    first = paid_visit(rt, "visitor-a")
     clock.advance(35 * 60)
+    second = paid_visit(rt, "visitor-b")  # the number changed hands 5 minutes ago
+    call = call_at(rt, clock.now + timedelta(minutes=after))  # b on the page, or gone
+    assert (call.attribution_method, call.visit_id) == ("session", second.visit)
+    assert call.attribution_confidence == confidence
+    assert call.attribution_signals["previous_holder"] == first.visit
+
+
+def test_a_holder_long_after_the_last_one_is_sure(rt: Runtime, clock: Clock) -> None:
+    paid_visit(rt, "visitor-a")
+    clock.advance(3 * 3600)  # a's lease ended 2.5 h ago, beyond the grace window
     second = paid_visit(rt, "visitor-b")
     call = call_at(rt, clock.now + timedelta(minutes=1))
-    assert (call.attribution_method, call.visit_id) == ("session", second.visit)
+    assert (call.visit_id, call.attribution_confidence) == (second.visit, 0.95)
+    assert "previous_holder" not in call.attribution_signals
 
 
 def test_beyond_grace_a_first_call_is_unattributed(rt: Runtime, clock: Clock) -> None:

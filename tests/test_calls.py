@@ -224,3 +224,45 @@ def test_twilio_behind_a_proxy_checks_the_public_url(
         twilio_post(client, "/v1/calls/twilio/shop/voice", INBOUND, url=public).status_code == 200
     )
     assert twilio_post(client, "/v1/calls/twilio/shop/voice", INBOUND).status_code == 401
+
+
+def twilio_json(client: FlaskClient, body: str, signed_body: str | None = None) -> Any:
+    """A JSON post as Twilio signs it: bodySHA256 in the URL, the signature over the URL."""
+    validator = RequestValidator(TOKEN)
+    digest = validator.compute_hash(signed_body if signed_body is not None else body)
+    path = f"/v1/calls/twilio/shop/status?bodySHA256={digest}"
+    signature = validator.compute_signature(f"http://localhost{path}", {})
+    return client.post(
+        path, data=body.encode(), content_type="application/json",
+        headers={"X-Twilio-Signature": signature},
+    )  # fmt: skip
+
+
+def test_twilio_json_body_is_checked_by_its_hash(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    body = json.dumps(INBOUND | {"CallStatus": "completed", "CallDuration": 61})
+    assert twilio_json(client, body).status_code == 200
+    (call,) = calls(sessions)
+    assert (call.provider_call_id, call.status, call.duration_seconds) == (
+        INBOUND["CallSid"], "completed", 61,
+    )  # fmt: skip
+
+
+def test_twilio_json_body_that_does_not_match_its_hash_is_401(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    signed = json.dumps(INBOUND)
+    forged = json.dumps(INBOUND | {"From": "+8613900000000"})
+    assert twilio_json(client, forged, signed_body=signed).status_code == 401
+    unsigned = client.post(
+        "/v1/calls/twilio/shop/status", data=signed.encode(), content_type="application/json",
+        headers={"X-Twilio-Signature": "x"},
+    )  # fmt: skip
+    assert unsigned.status_code == 401
+    assert calls(sessions) == []
+
+
+def test_twilio_json_that_is_not_an_object_is_400(client: FlaskClient) -> None:
+    response = twilio_json(client, "[1, 2]")
+    assert response.status_code == 400 and response.get_json()["fields"] == {"body": "list"}

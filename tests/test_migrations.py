@@ -53,8 +53,10 @@ def test_upgrading_to_0003_fills_report_columns_and_visit_counts(database_url: s
             text("SELECT campaign, keyword, landing_page, device FROM calls")
         ).one()
         counted = connection.execute(
-            text("SELECT dimension, value, visits FROM visit_counts WHERE day = :day"),
-            {"day": date(2026, 11, 3)},
+            text(
+                "SELECT dimension, value, visits FROM visit_counts WHERE span = 'D' AND start = :d"
+            ),
+            {"d": date(2026, 11, 3)},
         ).all()
         for name in ("visit_counts", "calls", "visits", "sites"):
             connection.execute(text(f"DELETE FROM {name}"))

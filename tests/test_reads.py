@@ -94,6 +94,22 @@ def test_hour_report_uses_the_site_time_zone(client: FlaskClient, data: dict[str
                              "qualified": 1}]  # fmt: skip
 
 
+@pytest.mark.parametrize(
+    ("first", "last"), [("2026-11-01", "2026-11-30"), ("2026-10-26", "2026-11-08")]
+)
+def test_longer_periods_read_weeks_and_months(
+    client: FlaskClient, data: dict[str, Any], first: str, last: str
+) -> None:
+    day = get(client, "/v1/reports/calls", data["keys"]["plain"], group_by="landing_page", **DAY)
+    longer = get(client, "/v1/reports/calls", data["keys"]["plain"], group_by="landing_page",
+                 site="shop", **{"from": first, "to": last})  # fmt: skip
+    assert longer.get_json() == day.get_json()
+    assert day.get_json()["rows"][0] == {
+        "landing_page": "https://shop.example.cn/flowers", "visits": 1, "calls": 1,
+        "answered": 1, "first_time": 1, "qualified": 1,
+    }  # fmt: skip
+
+
 def test_report_as_csv(client: FlaskClient, data: dict[str, Any]) -> None:
     response = get(
         client, "/v1/reports/calls", data["keys"]["plain"], group_by="source", format="csv", **DAY

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.history import flush_history
 from dni.models import VisitCount
+from dni.visitcounts import spans
 from dni.visits import site_prefix
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
@@ -18,12 +19,10 @@ from tests.factories import load_toml, shop_toml, start_visit
 PAID = "https://shop.example.cn/flowers?utm_source=baidu&utm_medium=cpc&utm_term=roses#top"
 
 
-def counts(sessions: sessionmaker[Session]) -> dict[tuple[date, str, str], int]:
+def counts(sessions: sessionmaker[Session], span: str = "D") -> dict[tuple[date, str, str], int]:
     with sessions() as session:
-        return {
-            (row.day, row.dimension, row.value): row.visits
-            for row in session.scalars(select(VisitCount))
-        }
+        rows = session.scalars(select(VisitCount).where(VisitCount.span == span))
+        return {(row.start, row.dimension, row.value): row.visits for row in rows}
 
 
 @pytest.mark.usefixtures("shop")
@@ -46,6 +45,27 @@ def test_a_visit_counts_once_per_dimension_on_its_local_day(
         (day, "landing_page", "https://shop.example.cn/flowers"): 2,
         (day, "device", "desktop"): 2, (day, "hour", "0"): 2,
     }  # fmt: skip
+    assert counts(sessions, "W")[(date(2026, 11, 2), "medium", "cpc")] == 2  # from Monday
+    assert counts(sessions, "M")[(date(2026, 11, 1), "medium", "cpc")] == 2
+
+
+@pytest.mark.parametrize(
+    ("first", "last", "expected"),
+    [
+        ("2026-11-03", "2026-11-03", ["D 11-03"]),
+        ("2026-11-01", "2026-11-30", ["M 11-01"]),
+        # Wed 14 Oct .. Thu 12 Nov: days up to Sunday, whole weeks, the days left.
+        ("2026-10-14", "2026-11-12",
+         ["D 10-14", "D 10-15", "D 10-16", "D 10-17", "D 10-18", "W 10-19", "W 10-26",
+          "W 11-02", "D 11-09", "D 11-10", "D 11-11", "D 11-12"]),
+        ("2026-02-01", "2026-03-31", ["M 02-01", "M 03-01"]),
+    ],
+)  # fmt: skip
+def test_a_period_is_read_as_whole_months_then_weeks_then_days(
+    first: str, last: str, expected: list[str]
+) -> None:
+    found = spans(date.fromisoformat(first), date.fromisoformat(last))
+    assert [f"{span} {start:%m-%d}" for span, start in found] == expected
 
 
 @pytest.mark.usefixtures("shop")

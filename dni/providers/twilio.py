@@ -1,25 +1,49 @@
 """Twilio Programmable Voice: signature check, call reports, and the TwiML that forwards a call.
 
 Signatures are checked with twilio's own RequestValidator (URL with and without the port, every
-POST parameter). Status callbacks of the forwarded leg carry `ParentCallSid`, which names the
-tracked inbound call; they may arrive in any order.
+POST parameter; for a JSON body, the `bodySHA256` hash in the URL). Status callbacks of the
+forwarded leg carry `ParentCallSid`, which names the tracked inbound call; they may arrive in
+any order.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from datetime import datetime
+from urllib.parse import parse_qs, urlsplit
 
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from dni.calls import STATUS_RANK, CallRecord
+from dni.errors import InvalidInput
 from dni.providers.cdr import BadSignature
 
 
 def verify(auth_token: str, url: str, form: Mapping[str, str], signature: str | None) -> None:
+    """A form post: the signature covers the URL and every POST parameter."""
     if not signature or not RequestValidator(auth_token).validate(url, form, signature):
         raise BadSignature("X-Twilio-Signature does not match this request")
+
+
+def verify_json(auth_token: str, url: str, body: str, signature: str | None) -> dict[str, str]:
+    """A JSON post: the URL's `bodySHA256` must be the body's hash and the signature covers the
+    URL alone. Returns the body's fields as a webhook form would carry them."""
+    if "bodySHA256" not in parse_qs(urlsplit(url).query):
+        raise BadSignature("a JSON request needs the bodySHA256 query parameter Twilio adds")
+    if not signature or not RequestValidator(auth_token).validate(url, body, signature):
+        raise BadSignature("X-Twilio-Signature or bodySHA256 does not match this request")
+    try:
+        fields = json.loads(body)
+    except ValueError as error:
+        raise InvalidInput("body is not valid JSON", {"body": str(error)}) from None
+    if not isinstance(fields, dict):
+        raise InvalidInput("body must be a JSON object", {"body": type(fields).__name__})
+    return {
+        str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
+        for k, v in fields.items()
+    }
 
 
 def call_report(form: Mapping[str, str], now: datetime) -> CallRecord:

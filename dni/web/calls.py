@@ -82,14 +82,16 @@ def _twilio_url() -> str:
 
 def _twilio_report(site: SiteConfig) -> None:
     rt = runtime()
-    twilio.verify(
-        _secret(site, "twilio_auth_token"),
-        _twilio_url(),
-        request.form,
-        request.headers.get("X-Twilio-Signature"),
-    )
+    token, url = _secret(site, "twilio_auth_token"), _twilio_url()
+    signature = request.headers.get("X-Twilio-Signature")
+    if request.mimetype == "application/json":
+        body = request.get_data(as_text=True)
+        fields: Mapping[str, str] = twilio.verify_json(token, url, body, signature)
+    else:
+        fields = request.form
+        twilio.verify(token, url, fields, signature)
     with rt.stores.sessions.begin() as session:
-        record_call(session, site, twilio.call_report(request.form, rt.now()), rt.now())
+        record_call(session, site, twilio.call_report(fields, rt.now()), rt.now())
 
 
 @bp.post("/v1/calls/twilio/<site_key>/voice")

@@ -1,11 +1,11 @@
 """Reports without counting visits: calls carry their credited traffic, visits are counted per
-day (in the site's time zone) and dimension in `visit_counts`.
+dimension and day, week and month (in the site's time zone) in `visit_counts`.
 
 Existing rows are filled in here, so reports read the same before and after the upgrade.
 """
 
 from collections import Counter
-from datetime import UTC
+from datetime import UTC, date, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -16,6 +16,7 @@ down_revision = "0002"
 branch_labels = None
 depends_on = None
 
+BATCH = 20_000
 CALL_COLUMNS = (("campaign", 200), ("keyword", 200), ("landing_page", 500), ("device", 16))
 VISIT_COLUMNS = {"keyword": "term", "source": "source", "medium": "medium", "campaign": "campaign",
                  "landing_page": "landing_page", "device": "device"}  # fmt: skip
@@ -33,12 +34,13 @@ def upgrade() -> None:
     counts = op.create_table(
         "visit_counts",
         sa.Column("site_id", sa.Integer(), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
         sa.Column("dimension", sa.String(length=16), nullable=False),
+        sa.Column("span", sa.String(length=1), nullable=False),
+        sa.Column("start", sa.Date(), nullable=False),
         sa.Column("value", sa.String(length=500), nullable=False),
         sa.Column("visits", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(["site_id"], ["sites.id"]),
-        sa.PrimaryKeyConstraint("site_id", "day", "dimension", "value"),
+        sa.PrimaryKeyConstraint("site_id", "dimension", "span", "start", "value"),
     )
     _fill(counts)
 
@@ -53,32 +55,45 @@ def _fill(counts: sa.Table) -> None:
     credited = bind.execute(
         sa.select(calls.c.id, visits.c.campaign, visits.c.term, visits.c.landing_page,
                   visits.c.device).join(visits, calls.c.visit_id == visits.c.id)
-    ).all()  # fmt: skip
-    if credited:
+        .execution_options(yield_per=BATCH)
+    )  # fmt: skip
+    set_traffic = (
+        calls.update()
+        .where(calls.c.id == sa.bindparam("call"))
+        .values(campaign=sa.bindparam("c"), keyword=sa.bindparam("k"),
+                landing_page=sa.bindparam("p"), device=sa.bindparam("d"))
+    )  # fmt: skip
+    for part in credited.partitions():
         bind.execute(
-            calls.update().where(calls.c.id == sa.bindparam("call")).values(
-                campaign=sa.bindparam("c"), keyword=sa.bindparam("k"),
-                landing_page=sa.bindparam("p"), device=sa.bindparam("d"),
-            ),
+            set_traffic,
             [{"call": r.id, "c": r.campaign, "k": r.term, "p": _page(r.landing_page),
-              "d": r.device} for r in credited],
+              "d": r.device} for r in part],
         )  # fmt: skip
-    found: Counter[tuple[int, object, str, str]] = Counter()
-    for visit in bind.execute(sa.select(visits)):
-        started = visit.started_at
-        started = started if started.tzinfo else started.replace(tzinfo=UTC)
-        local = started.astimezone(zones[visit.site_id])
-        for dimension, column in VISIT_COLUMNS.items():
-            value = str(getattr(visit, column) or "")
-            value = _page(value) if dimension == "landing_page" else value
-            found[(visit.site_id, local.date(), dimension, value)] += 1
-        found[(visit.site_id, local.date(), "hour", str(local.hour))] += 1
-    if found:
-        op.bulk_insert(
-            counts,
-            [{"site_id": s, "day": d, "dimension": k, "value": v, "visits": n}
-             for (s, d, k, v), n in found.items()],
-        )  # fmt: skip
+    found: Counter[tuple[int, str, str, date, str]] = Counter()
+    columns = [
+        visits.c.site_id,
+        visits.c.started_at,
+        *(visits.c[c] for c in VISIT_COLUMNS.values()),
+    ]
+    for part in bind.execute(sa.select(*columns).execution_options(yield_per=BATCH)).partitions():
+        for visit in part:
+            started = visit.started_at
+            started = started if started.tzinfo else started.replace(tzinfo=UTC)
+            local = started.astimezone(zones[visit.site_id])
+            day = local.date()
+            values = [("hour", str(local.hour))]
+            for dimension, column in VISIT_COLUMNS.items():
+                value = str(getattr(visit, column) or "")
+                values.append((dimension, _page(value) if dimension == "landing_page" else value))
+            spans = (("D", day), ("W", day - timedelta(days=day.weekday())),
+                     ("M", day.replace(day=1)))  # fmt: skip
+            for span, start in spans:
+                for dimension, value in values:
+                    found[(visit.site_id, dimension, span, start, value)] += 1
+    rows = [{"site_id": s, "dimension": k, "span": p, "start": d, "value": v, "visits": n}
+            for (s, k, p, d, v), n in found.items()]  # fmt: skip
+    for start in range(0, len(rows), BATCH):
+        op.bulk_insert(counts, rows[start : start + BATCH])
 
 
 def downgrade() -> None:
