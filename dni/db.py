@@ -1,15 +1,12 @@
 """Database engines and schema upgrades: SQLite by default, PostgreSQL through a URL.
 
-`make_engine` tunes SQLite for many processes writing at once (and gives it the one SQL
-function dni needs that SQLite lacks); `upgrade_database` runs Alembic.
+`make_engine` tunes SQLite for many processes writing at once; `upgrade_database` runs Alembic.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from alembic import command
 from alembic.config import Config
@@ -43,17 +40,9 @@ def make_engine(url: str) -> Engine:
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
-            dbapi_connection.create_function("dni_local_hour", 2, _local_hour, deterministic=True)
 
         return engine
     return create_engine(url, pool_pre_ping=True)
-
-
-def _local_hour(stored: str | None, zone: str) -> int | None:
-    """SQL `dni_local_hour(timestamp, zone)` on SQLite, which keeps UTC timestamps as text."""
-    if stored is None:
-        return None
-    return datetime.fromisoformat(stored).replace(tzinfo=UTC).astimezone(ZoneInfo(zone)).hour
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

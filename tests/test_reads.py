@@ -110,6 +110,20 @@ def test_longer_periods_read_weeks_and_months(
     }  # fmt: skip
 
 
+def test_hour_report_in_a_zone_half_an_hour_from_utc(
+    client: FlaskClient,
+    data: dict[str, Any],
+    rt: Runtime,
+    clock: Clock,
+    sessions: sessionmaker[Session],
+) -> None:
+    load_toml(sessions, shop_toml().replace("Asia/Shanghai", "Asia/Kolkata"))
+    call_at(rt, clock.now + timedelta(minutes=35), caller="+8613900000001", n=3)  # 10:05 there
+    key = data["keys"]["plain"]
+    rows = get(client, "/v1/reports/calls", key, group_by="hour", **DAY).get_json()["rows"]
+    assert [(r["hour"], r["visits"], r["calls"]) for r in rows] == [(9, 2, 2), (10, 0, 1)]
+
+
 def test_report_as_csv(client: FlaskClient, data: dict[str, Any]) -> None:
     response = get(
         client, "/v1/reports/calls", data["keys"]["plain"], group_by="source", format="csv", **DAY
