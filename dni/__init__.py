@@ -20,6 +20,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """
     from dni.config import Settings
     from dni.db import make_engine, make_sessionmaker
+    from dni.geo import IpRegions
     from dni.history import Flusher
     from dni.jobs import run_background
     from dni.pools import Scripts
@@ -64,7 +65,8 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     errors.register(app)
 
     if settings.flush_seconds > 0:
-        flusher = Flusher(lambda: run_background(stores), settings.flush_seconds)
+        regions = IpRegions(settings.geoip_path)
+        flusher = Flusher(lambda: run_background(stores, regions), settings.flush_seconds)
         flusher.start()
         atexit.register(flusher.stop)
     return app

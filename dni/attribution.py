@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
+from dni.geo import IpRegions, province
 from dni.models import Call, Lease, Pool, SourceNumber, TrackingNumber, Visit, VisitEvent
 from dni.visitcounts import page_of
 
@@ -30,8 +31,8 @@ TEL_TAP_WINDOW = timedelta(minutes=10)
 RECENT = timedelta(seconds=90)
 STALE = timedelta(minutes=5)
 CONFIDENCE = {"source": 1.0, "session": 0.95, "session_tap": 0.99, "shared_tap": 0.85,
-              "shared_recent": 0.7, "handed_over": 0.85, "handed_over_left": 0.75,
-              "repeat_caller": 0.6}  # fmt: skip
+              "shared_recent": 0.7, "shared_region": 0.75, "handed_over": 0.85,
+              "handed_over_left": 0.75, "grace_by_region": 0.7, "repeat_caller": 0.6}  # fmt: skip
 BATCH = 5000  # calls attributed per Evidence load
 IN_LIMIT = 500  # values per SQL IN (...) list
 
@@ -70,6 +71,7 @@ class CallFacts:
     extension: str
     caller_e164: str
     started_at: datetime
+    caller_region: str = ""  # where the caller's number is from ("广东省深圳市")
 
 
 @dataclass(frozen=True)
@@ -136,9 +138,12 @@ class Evidence:
     taps: dict[str, list[datetime]]  # tel: taps by visit id, in time order
     callers: dict[tuple[int, str], list[PastCall]]  # (site, caller) -> calls in time order
     past: dict[int, PastCall]  # the same calls by call id
+    provinces: dict[str, str] = field(default_factory=dict)  # visit id -> province of its IP
 
     @classmethod
-    def load(cls, session: Session, calls: Sequence[CallFacts]) -> Evidence:
+    def load(
+        cls, session: Session, calls: Sequence[CallFacts], regions: IpRegions | None = None
+    ) -> Evidence:
         sites = sorted({c.site_id for c in calls})
         numbers = sorted({c.tracking_e164 for c in calls})
         first = min(c.started_at for c in calls)
@@ -171,6 +176,7 @@ class Evidence:
         )
         spans: dict[int, list[LeaseSpan]] = defaultdict(list)
         taps: dict[str, list[datetime]] = defaultdict(list)
+        provinces: dict[str, str] = {}
         for slot_ids in _chunks(wanted):
             in_window = and_(
                 Lease.number_id.in_(slot_ids),
@@ -193,6 +199,12 @@ class Evidence:
                 .order_by(VisitEvent.at)
             ):
                 taps[visit_id].append(at)
+            if regions is not None and regions.enabled:
+                held = select(Lease.visit_id).where(in_window)
+                for visit_id, ip in session.execute(
+                    select(Visit.id, Visit.ip).where(Visit.id.in_(held))
+                ):
+                    provinces[visit_id] = regions.province_of(ip)
         callers: dict[tuple[int, str], list[PastCall]] = defaultdict(list)
         past: dict[int, PastCall] = {}
         for some in _chunks(sorted({c.caller_e164 for c in calls if c.caller_e164})):
@@ -207,7 +219,7 @@ class Evidence:
                 callers[(row[1], row[2])].append(earlier)
                 past[row[0]] = earlier
         leases = {slot: SlotHistory(found) for slot, found in spans.items()}
-        return cls(sources, slots, leases, taps, callers, past)
+        return cls(sources, slots, leases, taps, callers, past, provinces)
 
     def tapped(self, visit_ids: list[str], t: datetime) -> list[str]:
         """Which of these visits tapped a tel: link in the minutes before the call."""
@@ -215,6 +227,11 @@ class Evidence:
             v for v in set(visit_ids)
             if any(t - TEL_TAP_WINDOW <= at <= t for at in self.taps.get(v, ()))
         )  # fmt: skip
+
+    def same_place(self, visit_id: str, call: CallFacts) -> bool | None:
+        """Is the visit's IP in the province the caller's number is from? None: unknown."""
+        visit, caller = self.provinces.get(visit_id, ""), province(call.caller_region)
+        return None if not visit or not caller else visit == caller
 
     def earlier_calls(self, call: CallFacts) -> list[PastCall]:
         """The caller's calls to this site before this one, latest first."""
@@ -234,7 +251,17 @@ def _first(rule: dict[str, Any], name: str) -> str:
 
 
 def decide(ev: Evidence, call: CallFacts) -> Attribution:
-    """Decide the call's visit by the rules of DESIGN §4, in order."""
+    """Decide the call's visit by the rules of DESIGN §4; say whether the credited visit was
+    where the caller's number is from, when both are known."""
+    result = _decide(ev, call)
+    match = None if result.visit_id is None else ev.same_place(result.visit_id, call)
+    if match is None:
+        return result
+    return replace(result, signals=result.signals | {"region_match": match})
+
+
+def _decide(ev: Evidence, call: CallFacts) -> Attribution:
+    """The rules of DESIGN §4, in order."""
     key = (call.site_id, call.tracking_e164, call.extension)
     if key in ev.sources:
         return Attribution("source", CONFIDENCE["source"], traffic=ev.sources[key])
@@ -276,10 +303,10 @@ def _by_lease(ev: Evidence, call: CallFacts, slot: Slot) -> Attribution | None:
         before = history.held_before(holder)
         if before is not None and before.visit_id != holder.visit_id:
             if (t - before.expires_at).total_seconds() <= slot.grace_seconds:
-                return _handed_over(holder, before, t)
+                return _handed_over(ev, holder, before, call)
         return _credit("session", CONFIDENCE["session"], holder.visit_id, {"tel_tap": False})
     if covering:
-        return _decide_shared(ev, covering, t)
+        return _decide_shared(ev, covering, call)
     last = history.last_started_by(t)
     if last is None:
         return None
@@ -292,27 +319,45 @@ def _by_lease(ev: Evidence, call: CallFacts, slot: Slot) -> Attribution | None:
     return _credit("grace", confidence, last.visit_id, signals)
 
 
-def _handed_over(holder: LeaseSpan, before: LeaseSpan, t: datetime) -> Attribution:
+def _handed_over(
+    ev: Evidence, holder: LeaseSpan, before: LeaseSpan, call: CallFacts
+) -> Attribution:
     """The number changed hands less than a grace window before the call, so its previous
-    holder may be calling back from a note of it. The holder stays the likelier caller (in the
-    simulated month, crediting either by recency or calling it a tie did worse), but the
-    credit says so: less confidence, less still if the holder has left the page too."""
-    signals: dict[str, Any] = {
-        "tel_tap": False,
-        "previous_holder": before.visit_id,
-        "seconds_after_previous_lease": int((t - before.expires_at).total_seconds()),
-    }
-    key = "handed_over" if t - holder.last_seen_at <= RECENT else "handed_over_left"
+    holder may be calling back from a note of it. If the holder has left the page too and only
+    the previous holder is in the province the caller's number is from, the previous holder
+    gets the call. Otherwise the holder stays the likelier caller, with the doubt stated: less
+    confidence, less still if the holder has left. (In the simulated month, recency alone, a
+    tie, or the region while the holder was still on the page all did worse.)"""
+    t = call.started_at
+    gap = int((t - before.expires_at).total_seconds())
+    left = t - holder.last_seen_at > RECENT
+    if (
+        left
+        and ev.same_place(holder.visit_id, call) is False
+        and ev.same_place(before.visit_id, call)
+    ):
+        signals = {"tel_tap": False, "seconds_after_lease": gap,
+                   "number_now_held_by": holder.visit_id}  # fmt: skip
+        return _credit("grace", CONFIDENCE["grace_by_region"], before.visit_id, signals)
+    signals = {"tel_tap": False, "previous_holder": before.visit_id,
+               "seconds_after_previous_lease": gap}  # fmt: skip
+    key = "handed_over_left" if left else "handed_over"
     return _credit("session", CONFIDENCE[key], holder.visit_id, signals)
 
 
-def _decide_shared(ev: Evidence, covering: list[LeaseSpan], t: datetime) -> Attribution:
-    """Several visits shared the slot (overflow): a tel tap or clear recency decides, else tie."""
+def _decide_shared(ev: Evidence, covering: list[LeaseSpan], call: CallFacts) -> Attribution:
+    """Several visits shared the slot (overflow): a tel tap, the one visit where the caller's
+    number is from, or clear recency decides; else it is a tie."""
+    t = call.started_at
     visits = sorted({lease.visit_id for lease in covering})
     signals: dict[str, Any] = {"shared_by": len(visits)}
     tapped = ev.tapped(visits, t)
     if len(tapped) == 1:
         return _credit("session", CONFIDENCE["shared_tap"], tapped[0], signals | {"tel_tap": True})
+    places = {visit: ev.same_place(visit, call) for visit in visits}
+    here = [visit for visit, match in places.items() if match]
+    if len(here) == 1 and sum(match is False for match in places.values()) == len(visits) - 1:
+        return _credit("session", CONFIDENCE["shared_region"], here[0], signals)
     recent = [x.visit_id for x in covering if t - x.last_seen_at <= RECENT]
     stale = [x for x in covering if t - x.last_seen_at > STALE]
     if len(recent) == 1 and len(stale) == len(covering) - 1:
@@ -340,7 +385,7 @@ def _credit(method: str, confidence: float, visit_id: str, signals: dict[str, An
 def _facts(session: Session, where: ColumnElement[bool], limit: int) -> list[CallFacts]:
     rows = session.execute(
         select(Call.id, Call.site_id, Call.tracking_e164, Call.extension, Call.caller_e164,
-               Call.started_at)
+               Call.started_at, Call.caller_region)
         .where(where)
         .order_by(Call.started_at, Call.id)
         .limit(limit)
@@ -348,11 +393,13 @@ def _facts(session: Session, where: ColumnElement[bool], limit: int) -> list[Cal
     return [CallFacts(*row) for row in rows]
 
 
-def attribute_calls(session: Session, calls: Sequence[CallFacts]) -> list[Attribution]:
+def attribute_calls(
+    session: Session, calls: Sequence[CallFacts], regions: IpRegions | None = None
+) -> list[Attribution]:
     """Attribute calls (in time order) and store the results on them."""
     if not calls:
         return []
-    ev = Evidence.load(session, calls)
+    ev = Evidence.load(session, calls, regions)
     results = []
     for call in calls:
         result = decide(ev, call)
@@ -382,19 +429,27 @@ def attribute_calls(session: Session, calls: Sequence[CallFacts]) -> list[Attrib
     return results
 
 
-def attribute_pending(session: Session, limit: int = BATCH) -> int:
+def attribute_pending(
+    session: Session, regions: IpRegions | None = None, limit: int = BATCH
+) -> int:
     """Attribute calls that have not been attributed yet, oldest first."""
     calls = _facts(session, Call.attribution_method.is_(None), limit)
-    attribute_calls(session, calls)
+    attribute_calls(session, calls, regions)
     return len(calls)
 
 
-def reattribute(session: Session, site_id: int, start: datetime, end: datetime) -> int:
+def reattribute(
+    session: Session,
+    site_id: int,
+    start: datetime,
+    end: datetime,
+    regions: IpRegions | None = None,
+) -> int:
     """Attribute every call of a site started in [start, end) again, in time order."""
     done = 0
     where = (Call.site_id == site_id) & (Call.started_at >= start) & (Call.started_at < end)
     while calls := _facts(session, where, BATCH):
-        attribute_calls(session, calls)
+        attribute_calls(session, calls, regions)
         done += len(calls)
         last = calls[-1]
         where = (

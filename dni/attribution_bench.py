@@ -13,12 +13,17 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from functools import cache
+from pathlib import Path
 
+import phonenumbers
+from phonenumbers import geocoder
 from sqlalchemy import select
 
 from dni.attribution import attribute_pending
 from dni.calls import CallRecord, record_call
 from dni.config import Settings
+from dni.geo import IpRegions, province
 from dni.history import flush_history
 from dni.models import Call
 from dni.pools import Scripts
@@ -41,10 +46,20 @@ class SimVisit:
     beats: list[datetime]
     tap: datetime | None = None
     calls: list[datetime] = field(default_factory=list)
+    province: int = 0  # where the visitor's IP address is (index into PROVINCES)
+    caller_province: int = 0  # where their phone number is from
 
     @property
     def last_seen(self) -> datetime:
         return self.beats[-1] if self.beats else self.start
+
+
+# Where visitors are, by weight; a caller's number is from the visitor's own province this often
+# (the rest moved, or travel: China's numbers keep the province they were issued in).
+PROVINCES = (("广东", 18), ("江苏", 10), ("浙江", 10), ("山东", 8), ("河南", 7),
+             ("四川", 7), ("北京", 6), ("上海", 6), ("湖北", 6), ("福建", 6), ("湖南", 5),
+             ("河北", 5))  # fmt: skip
+SAME_PROVINCE = 0.75
 
 
 def simulate(days: int, per_day: int, seed: int) -> list[SimVisit]:
@@ -73,7 +88,41 @@ def simulate(days: int, per_day: int, seed: int) -> list[SimVisit]:
                 if rng.random() < 0.1:
                     visit.calls.append(at + timedelta(days=rng.uniform(1, 5)))
             visits.append(visit)
+    places = random.Random(seed + 1)  # its own stream: the traffic above stays the same
+    names = range(len(PROVINCES))
+    weights = [weight for _, weight in PROVINCES]
+    for visit in visits:
+        visit.province = places.choices(names, weights)[0]
+        same = places.random() < SAME_PROVINCE
+        visit.caller_province = visit.province if same else places.choices(names, weights)[0]
     return visits
+
+
+@cache
+def mobile_prefixes() -> dict[int, list[str]]:
+    """Three 7-digit mobile prefixes per province, as phonenumbers' geocoder places them."""
+    found: dict[int, list[str]] = {i: [] for i in range(len(PROVINCES))}
+    for head in ("139", "138", "137", "136", "135", "159", "158", "150", "186", "189"):
+        for block in range(0, 10_000, 37):
+            prefix = f"{head}{block:04d}"
+            number = phonenumbers.parse(f"+86{prefix}0000")
+            place = province(geocoder.description_for_number(number, "zh"))
+            for i, (name, _) in enumerate(PROVINCES):
+                if place == name and len(found[i]) < 3:
+                    found[i].append(prefix)
+    missing = [PROVINCES[i][0] for i, prefixes in found.items() if not prefixes]
+    assert not missing, f"no mobile prefix found for {missing}"
+    return found
+
+
+def caller_number(visit: SimVisit, prefixes: dict[int, list[str]]) -> str:
+    """A number unique to the visitor, from their caller province."""
+    options = prefixes[visit.caller_province]
+    return f"+86{options[visit.index // 10_000 % len(options)]}{visit.index % 10_000:04d}"
+
+
+def visit_ip(visit: SimVisit) -> str:
+    return f"36.{visit.province + 1}.{visit.index // 250 % 250}.{visit.index % 250 + 1}"
 
 
 def peak_concurrency(visits: list[SimVisit]) -> int:
@@ -118,14 +167,29 @@ overflow = "share"
 """
 
 
-def run_dni(visits: list[SimVisit], size: int) -> Score:
-    """The real thing: Lua pool, heartbeats, taps, flushes, attribution."""
+def run_dni(visits: list[SimVisit], size: int, geoip: bool) -> Score:
+    """The real thing: Lua pool, heartbeats, taps, flushes, attribution (with or without a
+    GeoIP database placing the visitors' addresses)."""
     site_file = SITE.format(last=size - 1, lease=LEASE, grace=GRACE)
     with scratch_stores(site_file, START) as scratch:
-        return _replay(visits, scratch)
+        regions = IpRegions(str(_geoip_database(scratch.folder))) if geoip else None
+        return _replay(visits, scratch, regions)
 
 
-def _replay(visits: list[SimVisit], scratch: Scratch) -> Score:
+def _geoip_database(folder: Path) -> Path:
+    from mmdb_writer import MMDBWriter  # a test dependency: install dni[test]
+    from netaddr import IPSet
+
+    writer = MMDBWriter(database_type="GeoIP2-City", languages=["zh-CN"])
+    for i, (name, _) in enumerate(PROVINCES):
+        writer.insert_network(
+            IPSet([f"36.{i + 1}.0.0/16"]), {"subdivisions": [{"names": {"zh-CN": name}}]}
+        )
+    writer.to_db_file(str(folder / "city.mmdb"))
+    return folder / "city.mmdb"
+
+
+def _replay(visits: list[SimVisit], scratch: Scratch, regions: IpRegions | None) -> Score:
     sessions = scratch.sessions
     stores = Stores(connect_redis(Settings(redis_url=scratch.redis_url)), Scripts(), sessions)
     directory = SiteDirectory(sessions, ttl=3600)
@@ -140,6 +204,7 @@ def _replay(visits: list[SimVisit], scratch: Scratch) -> Score:
             events.append((v.tap, 2, "tap", v, 0))
         events += [(c, 3, "call", v, i) for i, c in enumerate(v.calls)]
     events.sort(key=lambda e: (e[0], e[1], e[3].index))
+    prefixes = mobile_prefixes()
     ids: dict[int, str] = {}
     shown: dict[int, tuple[str, str]] = {}
     truth: dict[str, str] = {}
@@ -147,7 +212,7 @@ def _replay(visits: list[SimVisit], scratch: Scratch) -> Score:
         answer = None
         if kind == "start":
             data = VisitInput(f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x",
-                              "", UA, f"10.{v.index % 250}.0.1")  # fmt: skip
+                              "", UA, visit_ip(v))  # fmt: skip
             answer = engine.visit(site, data, at)
             ids[v.index] = answer.visit or ""
         elif kind == "beat" and ids.get(v.index):
@@ -164,7 +229,7 @@ def _replay(visits: list[SimVisit], scratch: Scratch) -> Score:
             truth[call_id] = ids[v.index]
             flush_history(stores, at)
             with sessions.begin() as session:
-                caller = f"+86138{v.index:08d}"
+                caller = caller_number(v, prefixes)
                 record = CallRecord("sim", call_id, caller, number[0], at, "completed", 60,
                                     extension=number[1])  # fmt: skip
                 record_call(session, site, record, at)
@@ -174,7 +239,7 @@ def _replay(visits: list[SimVisit], scratch: Scratch) -> Score:
             shown[v.index] = (slot.number_e164, slot.extension or "")
     flush_history(stores, events[-1][0] + timedelta(hours=3))
     with sessions.begin() as session:
-        while attribute_pending(session):
+        while attribute_pending(session, regions):
             pass
     score = Score()
     with sessions() as session:
@@ -246,10 +311,13 @@ def run_attribution_benchmark(days: int, per_day: int, echo: Callable[[str], Non
     setup = f"lease {LEASE // 60} min, grace {GRACE // 3600} h, overflow share"
     echo(f"dni bench attribution: {days} days, {len(visits)} visits, {calls} calls, "
          f"peak concurrency {peak} ({setup})")  # fmt: skip
+    echo(f"visitors in {len(PROVINCES)} provinces, callers' numbers from the visitor's "
+         f"{SAME_PROVINCE:.0%} of the time; sure = wrong at confidence >= {SURE}")  # fmt: skip
     echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}"
          f"{'sure':>7}")  # fmt: skip
     for factor in (0.25, 0.5, 1.0, 2.0):
         size = max(1, round(peak * factor))
-        echo(run_dni(visits, size).line(f"{factor}x = {size}: dni"))
+        echo(run_dni(visits, size, geoip=True).line(f"{factor}x = {size}: dni"))
+        echo(run_dni(visits, size, geoip=False).line("    dni without GeoIP"))
         echo(run_baseline(visits, size, True, 7).line("    random number + last holder"))
         echo(run_baseline(visits, size, False, 7).line("    no grace, no signals"))

@@ -23,9 +23,12 @@ def _settings() -> Settings:
 
 
 def _sessions(settings: Settings) -> sessionmaker[Session]:
-    from dni.db import make_engine, make_sessionmaker, upgrade_database
+    from dni.db import make_engine, make_sessionmaker, prepare_database
 
-    upgrade_database(settings.effective_database_url)
+    try:
+        prepare_database(settings.effective_database_url)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
     return make_sessionmaker(make_engine(settings.effective_database_url))
 
 
@@ -45,7 +48,7 @@ def serve(bind: str, workers: int | None) -> None:
     try:
         with embedded_stores(_settings()):
             run_gunicorn(create_app, bind, workers)
-    except RuntimeError as exc:
+    except (RuntimeError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -62,7 +65,7 @@ def demo(bind: str) -> None:
         with embedded_stores(settings):
             _prepare_demo(_settings(), bind)
             run_gunicorn(create_app, bind, 2)
-    except RuntimeError as exc:
+    except (RuntimeError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
 
@@ -154,6 +157,7 @@ def db_upgrade() -> None:
 @main.command()
 def flush() -> None:
     """Write queued history from Redis to SQL now, then attribute new calls."""
+    from dni.geo import IpRegions
     from dni.jobs import run_background
     from dni.pools import Scripts
     from dni.redisdb import connect_redis
@@ -161,7 +165,7 @@ def flush() -> None:
 
     settings = _settings()
     stores = Stores(connect_redis(settings), Scripts(), _sessions(settings))
-    done = run_background(stores)
+    done = run_background(stores, IpRegions(settings.geoip_path))
     click.echo(
         f"flushed {done.visits} visit(s), {done.leases} lease(s), {done.events} event(s), "
         f"{done.updates} update(s)"
@@ -272,16 +276,18 @@ def calls_reattribute(site_key: str, first: datetime, last: datetime) -> None:
     from zoneinfo import ZoneInfo
 
     from dni.attribution import reattribute
+    from dni.geo import IpRegions
     from dni.sites import read_site
 
-    with _sessions(_settings()).begin() as session:
+    settings = _settings()
+    with _sessions(settings).begin() as session:
         site = read_site(session, site_key)
         if site is None:
             raise click.ClickException(f"unknown site {site_key!r}")
         zone = ZoneInfo(site.timezone)
         start = first.replace(tzinfo=zone)
         end = (last + timedelta(days=1)).replace(tzinfo=zone)
-        count = reattribute(session, site.id, start, end)
+        count = reattribute(session, site.id, start, end, IpRegions(settings.geoip_path))
     click.echo(f"attributed {count} call(s) of {site_key} again")
 
 

@@ -66,6 +66,9 @@ class Settings:
     # The public base URL providers call (e.g. https://dni.example.cn), needed to check
     # Twilio's signatures behind a proxy that rewrites the host or scheme; empty: as received.
     public_url: str = ""
+    # A MaxMind-format city database (.mmdb) placing visitors' IP addresses, so attribution can
+    # compare a visit's province with the caller's; empty: no such signal.
+    geoip_path: str = ""
     # Serve the demo shop page at /demo (set by `dni demo`).
     demo: bool = False
 

@@ -1,6 +1,7 @@
 """Database engines and schema upgrades: SQLite by default, PostgreSQL through a URL.
 
-`make_engine` tunes SQLite for many processes writing at once; `upgrade_database` runs Alembic.
+`make_engine` tunes SQLite for many processes writing at once; `upgrade_database` runs Alembic;
+`prepare_database` upgrades an embedded SQLite file but only checks a shared server.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from dni.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -59,6 +64,27 @@ def alembic_config(url: str) -> Config:
 def upgrade_database(url: str, revision: str = "head") -> None:
     """Bring the schema at `url` up to `revision` (creating it on an empty database)."""
     command.upgrade(alembic_config(url), revision)
+
+
+def prepare_database(url: str) -> None:
+    """Make the schema at `url` usable: an embedded SQLite file is upgraded in place; a shared
+    server (PostgreSQL) is only checked, because upgrading it is the operator's step
+    (`dni db upgrade`, before the new release starts)."""
+    if make_url(normalise_url(url)).get_backend_name() == "sqlite":
+        upgrade_database(url)
+        return
+    head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
+    engine = make_engine(url)
+    try:
+        with engine.connect() as connection:
+            current = MigrationContext.configure(connection).get_current_revision()
+    finally:
+        engine.dispose()
+    if current != head:
+        raise ConfigError(
+            f"the database is at schema revision {current or 'none'}, this dni needs {head}: "
+            "run `dni db upgrade`"
+        )
 
 
 def downgrade_database(url: str, revision: str) -> None:

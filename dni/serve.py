@@ -15,7 +15,7 @@ from flask import Flask
 from gunicorn.app.base import BaseApplication
 
 from dni.config import Settings
-from dni.db import upgrade_database
+from dni.db import prepare_database
 from dni.redisdb import PrivateRedis
 
 
@@ -57,9 +57,9 @@ class GunicornApp(BaseApplication):
 
 @contextmanager
 def embedded_stores(settings: Settings) -> Iterator[Settings]:
-    """Upgrade the database and, with no DNI_REDIS_URL, run a private redis-server meanwhile."""
+    """Prepare the database and, with no DNI_REDIS_URL, run a private redis-server meanwhile."""
     settings.instance_path.mkdir(parents=True, exist_ok=True)
-    upgrade_database(settings.effective_database_url)
+    prepare_database(settings.effective_database_url)
     if settings.redis_url:
         yield settings
         return

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.attribution import attribute_pending
 from dni.calls import CallRecord, record_call
+from dni.geo import IpRegions
 from dni.history import flush_history
 from dni.models import Call
 from dni.sitefile import LoadReport, load_sites, parse_sites
@@ -91,6 +93,7 @@ def call_at(
     n: int = 1,
     duration: int = 60,
     extension: str = "",
+    regions: IpRegions | None = None,
 ) -> Call:
     """A call reported and attributed the way the background job does it."""
     flush_history(rt.stores, when)
@@ -101,6 +104,18 @@ def call_at(
             "cdr", f"call-{n}", caller, to, when, "completed", duration, extension=extension
         )
         record_call(session, site, record, when)
-        attribute_pending(session)
+        attribute_pending(session, regions)
     with rt.stores.sessions() as session:
         return session.scalars(select(Call).where(Call.provider_call_id == f"call-{n}")).one()
+
+
+def geoip_database(path: Path, networks: dict[str, dict[str, str]]) -> Path:
+    """A MaxMind-format city database placing each network in a province (names by language)."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(database_type="GeoIP2-City", languages=["zh-CN", "en"])
+    for network, names in networks.items():
+        writer.insert_network(IPSet([network]), {"subdivisions": [{"names": names}]})
+    writer.to_db_file(str(path))
+    return path

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.attribution import reattribute
+from dni.geo import IpRegions
 from dni.models import Call
 from dni.visits import VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
-from tests.factories import call_at, load_toml, shop_toml, start_visit
+from tests.factories import call_at, geoip_database, load_toml, shop_toml, start_visit
 
 PAID = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc&utm_term=roses"
 
@@ -243,3 +245,51 @@ def test_calling_back_a_noted_number_now_held_by_another_visit(rt: Runtime, cloc
     assert again.attribution_signals["number_now_held_by"] == holder.visit
     stranger = call_at(rt, clock.now + timedelta(minutes=2), caller="+8613900000001", n=3)
     assert (stranger.attribution_method, stranger.visit_id) == ("session", holder.visit)
+
+
+GUANGDONG_CALLER = "+8615900000000"  # phonenumbers: 广东省中山市
+BEIJING_CALLER = "+8613800000000"  # 北京市
+
+
+@pytest.fixture
+def regions(tmp_path: Path) -> IpRegions:
+    networks = {"36.1.0.0/16": {"zh-CN": "广东"}, "36.2.0.0/16": {"zh-CN": "北京"}}
+    return IpRegions(str(geoip_database(tmp_path / "city.mmdb", networks)))
+
+
+@pytest.mark.parametrize("caller", [GUANGDONG_CALLER, BEIJING_CALLER])
+def test_a_shared_number_goes_to_the_visit_where_the_caller_is_from(
+    rt: Runtime, clock: Clock, regions: IpRegions, caller: str
+) -> None:
+    guangdong = start_visit(rt, "visitor-a", PAID, ip="36.1.0.7")
+    clock.advance(30)
+    beijing = start_visit(rt, "visitor-b", PAID, ip="36.2.0.7")  # overflow: same number
+    call = call_at(rt, clock.now + timedelta(seconds=30), caller=caller, regions=regions)
+    expected = guangdong if caller == GUANGDONG_CALLER else beijing
+    assert (call.attribution_method, call.visit_id) == ("session", expected.visit)
+    assert call.attribution_confidence == 0.75
+    assert call.attribution_signals["region_match"] is True
+
+
+def test_without_a_geoip_database_the_shared_number_stays_a_tie(rt: Runtime, clock: Clock) -> None:
+    start_visit(rt, "visitor-a", PAID, ip="36.1.0.7")
+    clock.advance(30)
+    start_visit(rt, "visitor-b", PAID, ip="36.2.0.7")
+    call = call_at(rt, clock.now + timedelta(seconds=30), caller=GUANGDONG_CALLER)
+    assert call.attribution_method == "ambiguous"
+    assert "region_match" not in call.attribution_signals
+
+
+def test_a_number_handed_over_goes_back_to_a_previous_holder_from_the_callers_province(
+    rt: Runtime, clock: Clock, regions: IpRegions
+) -> None:
+    guangdong = start_visit(rt, "visitor-a", PAID, ip="36.1.0.7")
+    clock.advance(35 * 60)
+    beijing = start_visit(rt, "visitor-b", PAID, ip="36.2.0.7")
+    late = call_at(rt, clock.now + timedelta(minutes=10), caller=GUANGDONG_CALLER, regions=regions)
+    assert (late.attribution_method, late.visit_id) == ("grace", guangdong.visit)
+    assert late.attribution_signals["number_now_held_by"] == beijing.visit
+    assert late.attribution_confidence == 0.7
+    own = call_at(rt, clock.now + timedelta(minutes=11), caller=BEIJING_CALLER, n=2,
+                  regions=regions)  # fmt: skip
+    assert (own.visit_id, own.attribution_signals["region_match"]) == (beijing.visit, True)

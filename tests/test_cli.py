@@ -51,3 +51,19 @@ def test_bad_setting_is_reported_not_raised(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setenv("DNI_REDIS_CLUSTER", "maybe")
     result = CliRunner().invoke(main, ["flush"])
     assert result.exit_code == 1 and "DNI_REDIS_CLUSTER='maybe'" in result.output
+
+
+@pytest.mark.usefixtures("env")
+def test_an_old_schema_is_upgraded_on_sqlite_and_refused_on_a_server(database_url: str) -> None:
+    from dni.db import downgrade_database, upgrade_database
+
+    downgrade_database(database_url, "0002")
+    try:
+        result = CliRunner().invoke(main, ["pools"])
+        if database_url.startswith("sqlite"):  # embedded: upgraded in place
+            assert result.exit_code == 0, result.output
+        else:  # shared: the operator's step
+            assert result.exit_code == 1
+            assert "revision 0002, this dni needs 0003: run `dni db upgrade`" in result.output
+    finally:
+        upgrade_database(database_url)

@@ -1,0 +1,40 @@
+"""Provinces of IP addresses (a real MaxMind-format database) and of callers' numbers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from dni.geo import IpRegions, province
+from tests.factories import geoip_database
+
+
+@pytest.mark.parametrize(
+    ("place", "expected"),
+    [
+        ("广东省深圳市", "广东"), ("北京市", "北京"), ("内蒙古呼和浩特市", "内蒙古"),
+        ("新疆乌鲁木齐市", "新疆"), ("黑龙江省哈尔滨市", "黑龙江"), ("Guangdong", "广东"),
+        ("Inner Mongolia Autonomous Region", "内蒙古"), ("Shaanxi", "陕西"), ("Shanxi", "山西"),
+        ("", ""), ("California", ""),
+    ],
+)  # fmt: skip
+def test_a_place_name_gives_its_province(place: str, expected: str) -> None:
+    assert province(place) == expected
+
+
+def test_an_address_gives_the_province_its_database_names(tmp_path: Path) -> None:
+    path = geoip_database(
+        tmp_path / "city.mmdb",
+        {"36.1.0.0/16": {"zh-CN": "广东省", "en": "Guangdong"}, "36.2.0.0/16": {"en": "Beijing"}},
+    )
+    regions = IpRegions(str(path))
+    assert regions.enabled
+    assert [regions.province_of(ip) for ip in ("36.1.9.9", "36.2.0.1", "8.8.8.8", "junk", "")] == [
+        "广东", "北京", "", "", "",
+    ]  # fmt: skip
+
+
+def test_without_a_database_every_address_is_unknown() -> None:
+    regions = IpRegions("")
+    assert not regions.enabled and regions.province_of("36.1.9.9") == ""
