@@ -102,10 +102,17 @@ class SlotHistory:
             i -= 1
         return found
 
-    def held_before(self, lease: LeaseSpan) -> LeaseSpan | None:
-        """Of the leases started before this one, the one that ended last."""
-        i = bisect_left(self.starts, lease.started_at)
-        return self.reach[i - 1] if i else None
+    def held_before(self, lease: LeaseSpan, since: datetime) -> list[LeaseSpan]:
+        """Other visits' leases started before this one and ended since `since`, the one that
+        ended last first."""
+        found = []
+        i = bisect_left(self.starts, lease.started_at) - 1
+        while i >= 0 and self.reach[i].expires_at >= since:
+            earlier = self.leases[i]
+            if earlier.expires_at >= since and earlier.visit_id != lease.visit_id:
+                found.append(earlier)
+            i -= 1
+        return sorted(found, key=lambda x: x.expires_at, reverse=True)
 
     def last_started_by(self, t: datetime) -> LeaseSpan | None:
         """Of the leases started by t, the one that ended last."""
@@ -139,6 +146,8 @@ class Evidence:
     callers: dict[tuple[int, str], list[PastCall]]  # (site, caller) -> calls in time order
     past: dict[int, PastCall]  # the same calls by call id
     provinces: dict[str, str] = field(default_factory=dict)  # visit id -> province of its IP
+    # (site, number, extension) -> its calls around the batch: (started at, caller), in order.
+    slot_calls: dict[tuple[int, str, str], list[tuple[datetime, str]]] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -218,14 +227,31 @@ class Evidence:
                 earlier = PastCall(row[3], row[4], row[5], row[6], row[7])
                 callers[(row[1], row[2])].append(earlier)
                 past[row[0]] = earlier
+        slot_calls: dict[tuple[int, str, str], list[tuple[datetime, str]]] = defaultdict(list)
+        for part in _chunks(numbers):
+            for site, number, extension, started, caller in session.execute(
+                select(Call.site_id, Call.tracking_e164, Call.extension, Call.started_at,
+                       Call.caller_e164)
+                .where(Call.site_id.in_(sites), Call.tracking_e164.in_(part),
+                       Call.started_at >= first - TEL_TAP_WINDOW, Call.started_at <= last)
+                .order_by(Call.started_at)
+            ):  # fmt: skip
+                slot_calls[(site, number, extension)].append((started, caller))
         leases = {slot: SlotHistory(found) for slot, found in spans.items()}
-        return cls(sources, slots, leases, taps, callers, past, provinces)
+        return cls(sources, slots, leases, taps, callers, past, provinces, slot_calls)
 
-    def tapped(self, visit_ids: list[str], t: datetime) -> list[str]:
-        """Which of these visits tapped a tel: link in the minutes before the call."""
+    def tapped(self, visit_ids: list[str], call: CallFacts) -> list[str]:
+        """Which of these visits tapped a tel: link in the minutes before the call. One tap
+        explains one call: a tap the number got a call from someone else after no longer
+        counts."""
+        t = call.started_at
+        slot = (call.site_id, call.tracking_e164, call.extension)
+        others = [at for at, caller in self.slot_calls.get(slot, ()) if at < t
+                  and caller != call.caller_e164]  # fmt: skip
         return sorted(
             v for v in set(visit_ids)
-            if any(t - TEL_TAP_WINDOW <= at <= t for at in self.taps.get(v, ()))
+            if any(t - TEL_TAP_WINDOW <= at <= t and not any(at < o for o in others)
+                   for at in self.taps.get(v, ()))
         )  # fmt: skip
 
     def same_place(self, visit_id: str, call: CallFacts) -> bool | None:
@@ -298,12 +324,11 @@ def _by_lease(ev: Evidence, call: CallFacts, slot: Slot) -> Attribution | None:
     covering = history.covering(t)
     if len(covering) == 1:
         holder = covering[0]
-        if ev.tapped([holder.visit_id], t):
+        if ev.tapped([holder.visit_id], call):
             return _credit("session", CONFIDENCE["session_tap"], holder.visit_id, {"tel_tap": True})
-        before = history.held_before(holder)
-        if before is not None and before.visit_id != holder.visit_id:
-            if (t - before.expires_at).total_seconds() <= slot.grace_seconds:
-                return _handed_over(ev, holder, before, call)
+        before = history.held_before(holder, t - timedelta(seconds=slot.grace_seconds))
+        if before:
+            return _handed_over(ev, holder, before, call)
         return _credit("session", CONFIDENCE["session"], holder.visit_id, {"tel_tap": False})
     if covering:
         return _decide_shared(ev, covering, call)
@@ -315,31 +340,32 @@ def _by_lease(ev: Evidence, call: CallFacts, slot: Slot) -> Attribution | None:
         return None
     # Confidence falls from 0.8 at the lease's end to 0.5 at the end of the grace window.
     confidence = round(0.5 + 0.3 * (1 - gap / max(slot.grace_seconds, 1)), 3)
-    signals = {"seconds_after_lease": int(gap), "tel_tap": bool(ev.tapped([last.visit_id], t))}
+    signals = {"seconds_after_lease": int(gap), "tel_tap": bool(ev.tapped([last.visit_id], call))}
     return _credit("grace", confidence, last.visit_id, signals)
 
 
 def _handed_over(
-    ev: Evidence, holder: LeaseSpan, before: LeaseSpan, call: CallFacts
+    ev: Evidence, holder: LeaseSpan, before: list[LeaseSpan], call: CallFacts
 ) -> Attribution:
-    """The number changed hands less than a grace window before the call, so its previous
-    holder may be calling back from a note of it. If the holder has left the page too and only
-    the previous holder is in the province the caller's number is from, the previous holder
-    gets the call. Otherwise the holder stays the likelier caller, with the doubt stated: less
-    confidence, less still if the holder has left. (In the simulated month, recency alone, a
-    tie, or the region while the holder was still on the page all did worse.)"""
+    """The number changed hands less than a grace window before the call, so an earlier holder
+    (`before`, the latest first) may be calling back from a note of it. If the holder has left
+    the page too and exactly one earlier holder is in the province the caller's number is from,
+    that one gets the call. Otherwise the holder stays the likelier caller, with the doubt
+    stated: less confidence, less still if the holder has left. (In the simulated month,
+    recency alone, a tie, or the region while the holder was still on the page all did worse.)"""
     t = call.started_at
-    gap = int((t - before.expires_at).total_seconds())
     left = t - holder.last_seen_at > RECENT
-    if (
-        left
-        and ev.same_place(holder.visit_id, call) is False
-        and ev.same_place(before.visit_id, call)
-    ):
-        signals = {"tel_tap": False, "seconds_after_lease": gap,
-                   "number_now_held_by": holder.visit_id}  # fmt: skip
-        return _credit("grace", CONFIDENCE["grace_by_region"], before.visit_id, signals)
-    signals = {"tel_tap": False, "previous_holder": before.visit_id,
+    if left and ev.same_place(holder.visit_id, call) is False:
+        here = {x.visit_id: x for x in before if ev.same_place(x.visit_id, call)}
+        if len(here) == 1:
+            (back,) = here.values()
+            gap = int((t - back.expires_at).total_seconds())
+            signals = {"tel_tap": False, "number_now_held_by": holder.visit_id,
+                       "seconds_after_lease": gap}  # fmt: skip
+            return _credit("grace", CONFIDENCE["grace_by_region"], back.visit_id, signals)
+    latest = before[0]
+    gap = int((t - latest.expires_at).total_seconds())
+    signals = {"tel_tap": False, "previous_holder": latest.visit_id,
                "seconds_after_previous_lease": gap}  # fmt: skip
     key = "handed_over_left" if left else "handed_over"
     return _credit("session", CONFIDENCE[key], holder.visit_id, signals)
@@ -351,7 +377,7 @@ def _decide_shared(ev: Evidence, covering: list[LeaseSpan], call: CallFacts) -> 
     t = call.started_at
     visits = sorted({lease.visit_id for lease in covering})
     signals: dict[str, Any] = {"shared_by": len(visits)}
-    tapped = ev.tapped(visits, t)
+    tapped = ev.tapped(visits, call)
     if len(tapped) == 1:
         return _credit("session", CONFIDENCE["shared_tap"], tapped[0], signals | {"tel_tap": True})
     places = {visit: ev.same_place(visit, call) for visit in visits}

@@ -293,3 +293,31 @@ def test_a_number_handed_over_goes_back_to_a_previous_holder_from_the_callers_pr
     own = call_at(rt, clock.now + timedelta(minutes=11), caller=BEIJING_CALLER, n=2,
                   regions=regions)  # fmt: skip
     assert (own.visit_id, own.attribution_signals["region_match"]) == (beijing.visit, True)
+
+
+def test_one_tap_explains_one_call(rt: Runtime, clock: Clock) -> None:
+    first = paid_visit(rt, "visitor-a")
+    call_at(rt, clock.now + timedelta(minutes=2), caller="+8613800000001", n=1)
+    clock.advance(3 * 86_400)
+    second = paid_visit(rt, "visitor-b")  # the same number, days later
+    assert second.visit is not None
+    rt.visits.record_event(rt.visits.site_of(second.visit), second.visit, "tel_click", "",
+                           clock.now)  # fmt: skip
+    tapper = call_at(rt, clock.now + timedelta(seconds=3), caller="+8613800000002", n=2)
+    assert (tapper.visit_id, tapper.attribution_signals["tel_tap"]) == (second.visit, True)
+    # a minute later the first caller rings the number they noted: the tap is spent
+    back = call_at(rt, clock.now + timedelta(minutes=1), caller="+8613800000001", n=3)
+    assert (back.attribution_method, back.visit_id) == ("repeat_caller", first.visit)
+
+
+def test_a_call_back_may_go_two_holders_back_by_region(
+    rt: Runtime, clock: Clock, regions: IpRegions
+) -> None:
+    guangdong = start_visit(rt, "visitor-a", PAID, ip="36.1.0.7")
+    clock.advance(35 * 60)
+    start_visit(rt, "visitor-b", PAID, ip="36.2.0.7")
+    clock.advance(35 * 60)
+    third = start_visit(rt, "visitor-c", PAID, ip="36.2.0.8")
+    call = call_at(rt, clock.now + timedelta(minutes=5), caller=GUANGDONG_CALLER, regions=regions)
+    assert (call.attribution_method, call.visit_id) == ("grace", guangdong.visit)
+    assert call.attribution_signals["number_now_held_by"] == third.visit
