@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.config import Settings, SettingsError
 from dni.errors import ConfigError
+from dni.geo import IpRegions
 
 
 def _settings() -> Settings:
@@ -30,6 +31,13 @@ def _sessions(settings: Settings) -> sessionmaker[Session]:
     except ConfigError as exc:
         raise click.ClickException(exc.message) from None
     return make_sessionmaker(make_engine(settings.effective_database_url))
+
+
+def _regions(settings: Settings) -> IpRegions:
+    try:
+        return IpRegions(settings.geoip_path)
+    except ConfigError as exc:
+        raise click.ClickException(exc.message) from None
 
 
 @click.group()
@@ -157,7 +165,6 @@ def db_upgrade() -> None:
 @main.command()
 def flush() -> None:
     """Write queued history from Redis to SQL now, then attribute new calls."""
-    from dni.geo import IpRegions
     from dni.jobs import run_background
     from dni.pools import Scripts
     from dni.redisdb import connect_redis
@@ -165,7 +172,7 @@ def flush() -> None:
 
     settings = _settings()
     stores = Stores(connect_redis(settings), Scripts(), _sessions(settings))
-    done = run_background(stores, IpRegions(settings.geoip_path))
+    done = run_background(stores, _regions(settings))
     click.echo(
         f"flushed {done.visits} visit(s), {done.leases} lease(s), {done.events} event(s), "
         f"{done.updates} update(s)"
@@ -276,7 +283,6 @@ def calls_reattribute(site_key: str, first: datetime, last: datetime) -> None:
     from zoneinfo import ZoneInfo
 
     from dni.attribution import reattribute
-    from dni.geo import IpRegions
     from dni.sites import read_site
 
     settings = _settings()
@@ -287,7 +293,7 @@ def calls_reattribute(site_key: str, first: datetime, last: datetime) -> None:
         zone = ZoneInfo(site.timezone)
         start = first.replace(tzinfo=zone)
         end = (last + timedelta(days=1)).replace(tzinfo=zone)
-        count = reattribute(session, site.id, start, end, IpRegions(settings.geoip_path))
+        count = reattribute(session, site.id, start, end, _regions(settings))
     click.echo(f"attributed {count} call(s) of {site_key} again")
 
 

@@ -29,13 +29,18 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def _make_folder(sqlite_url: str) -> None:
+    """Create the folder a SQLite file is to be created in."""
+    path = sqlite_url.split("///", 1)[-1]
+    if path and path != ":memory:":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
 def make_engine(url: str) -> Engine:
     """An engine for `url`; SQLite gets WAL, a busy timeout and foreign keys."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(url)
         engine = create_engine(url, connect_args={"timeout": 10})
 
         @event.listens_for(engine, "connect")
@@ -71,6 +76,7 @@ def prepare_database(url: str) -> None:
     server (PostgreSQL) is only checked, because upgrading it is the operator's step
     (`dni db upgrade`, before the new release starts)."""
     if make_url(normalise_url(url)).get_backend_name() == "sqlite":
+        _make_folder(normalise_url(url))
         upgrade_database(url)
         return
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()

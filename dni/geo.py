@@ -11,6 +11,8 @@ from typing import Any
 
 import maxminddb
 
+from dni.errors import ConfigError
+
 # China's province-level divisions by their short names; no name is a prefix of another.
 PROVINCES = (
     "北京", "天津", "上海", "重庆", "河北", "山西", "辽宁", "吉林", "黑龙江", "江苏", "浙江",
@@ -45,7 +47,10 @@ class IpRegions:
     """Province of an IP address; "" when unknown or when no database is configured."""
 
     def __init__(self, path: str = "") -> None:
-        self.reader = maxminddb.open_database(path) if path else None
+        try:
+            self.reader = maxminddb.open_database(path) if path else None
+        except (OSError, maxminddb.InvalidDatabaseError) as error:
+            raise ConfigError(f"DNI_GEOIP_PATH: cannot read {path}: {error}") from None
         self.province_of = lru_cache(maxsize=65_536)(self._lookup)
 
     @property

@@ -25,7 +25,6 @@ from dni.models import Site, Visit, VisitCount
 # Report dimension -> the visit column it reads ("hour" is the local hour the visit started).
 COLUMNS = {"keyword": "term", "source": "source", "medium": "medium", "campaign": "campaign",
            "landing_page": "landing_page", "device": "device"}  # fmt: skip
-DIMENSIONS = (*COLUMNS, "hour")
 MAX_VALUE = 500
 WRITE_BATCH = 5000
 

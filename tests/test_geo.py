@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from dni.errors import ConfigError
 from dni.geo import IpRegions, province
 from tests.factories import geoip_database
 
@@ -38,3 +39,10 @@ def test_an_address_gives_the_province_its_database_names(tmp_path: Path) -> Non
 def test_without_a_database_every_address_is_unknown() -> None:
     regions = IpRegions("")
     assert not regions.enabled and regions.province_of("36.1.9.9") == ""
+
+
+def test_a_database_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    (tmp_path / "broken.mmdb").write_bytes(b"not a database")
+    for path in (tmp_path / "missing.mmdb", tmp_path / "broken.mmdb"):
+        with pytest.raises(ConfigError, match=f"DNI_GEOIP_PATH: cannot read {path}"):
+            IpRegions(str(path))
