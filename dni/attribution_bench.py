@@ -304,12 +304,14 @@ def run_baseline(visits: list[SimVisit], size: int, random_pick: bool, seed: int
     return score
 
 
-def run_attribution_benchmark(days: int, per_day: int, echo: Callable[[str], None]) -> None:
-    visits = simulate(days, per_day, seed=7)
+def run_attribution_benchmark(
+    days: int, per_day: int, seed: int, echo: Callable[[str], None]
+) -> None:
+    visits = simulate(days, per_day, seed=seed)
     peak = peak_concurrency(visits)
     calls = sum(len(v.calls) for v in visits)
     setup = f"lease {LEASE // 60} min, grace {GRACE // 3600} h, overflow share"
-    echo(f"dni bench attribution: {days} days, {len(visits)} visits, {calls} calls, "
+    echo(f"dni bench attribution: {days} days, {len(visits)} visits, {calls} calls (seed {seed}), "
          f"peak concurrency {peak} ({setup})")  # fmt: skip
     echo(f"visitors in {len(PROVINCES)} provinces, callers' numbers from the visitor's "
          f"{SAME_PROVINCE:.0%} of the time; sure = wrong at confidence >= {SURE}")  # fmt: skip
