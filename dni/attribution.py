@@ -157,93 +157,21 @@ class Evidence:
         numbers = sorted({c.tracking_e164 for c in calls})
         first = min(c.started_at for c in calls)
         last = max(c.started_at for c in calls)
-        sources = {
-            (site, number, extension): Traffic(
-                _first(match, "source"), _first(match, "medium"), _first(match, "campaign"),
-                _first(match, "term"), device=_first(match, "device"),
-            )
-            for site, number, extension, match in session.execute(
-                select(SourceNumber.site_id, SourceNumber.number_e164, SourceNumber.extension,
-                       SourceNumber.match)
-                .where(SourceNumber.site_id.in_(sites))
-                .order_by(SourceNumber.active)  # the active rule wins: it comes last
-            )
-        }  # fmt: skip
-        slots: dict[tuple[int, str, str], Slot] = {}
-        for part in _chunks(numbers):
-            for site, number, extension, slot_id, grace in session.execute(
-                select(Pool.site_id, TrackingNumber.number_e164, TrackingNumber.extension,
-                       TrackingNumber.id, Pool.grace_seconds)
-                .join(Pool, TrackingNumber.pool_id == Pool.id)
-                .where(Pool.site_id.in_(sites), TrackingNumber.number_e164.in_(part))
-            ):  # fmt: skip
-                slots[(site, number, extension)] = Slot(slot_id, grace)
+        slots = _load_slots(session, sites, numbers)
         called = {(c.site_id, c.tracking_e164, c.extension) for c in calls}
         wanted = sorted({slot.id for key, slot in slots.items() if key in called})
-        earliest = first - timedelta(
-            seconds=max((s.grace_seconds for s in slots.values()), default=0)
-        )
-        spans: dict[int, list[LeaseSpan]] = defaultdict(list)
-        taps: dict[str, list[datetime]] = defaultdict(list)
-        provinces: dict[str, str] = {}
-        for slot_ids in _chunks(wanted):
-            in_window = and_(
-                Lease.number_id.in_(slot_ids),
-                Lease.started_at <= last,
-                Lease.expires_at >= earliest,
-            )
-            for number_id, visit_id, started, seen, expires in session.execute(
-                select(Lease.number_id, Lease.visit_id, Lease.started_at, Lease.last_seen_at,
-                       Lease.expires_at).where(in_window)
-            ):  # fmt: skip
-                spans[number_id].append(LeaseSpan(visit_id, started, seen, expires))
-            for visit_id, at in session.execute(
-                select(VisitEvent.visit_id, VisitEvent.at)
-                .where(
-                    VisitEvent.type == "tel_click",
-                    VisitEvent.at >= first - TEL_TAP_WINDOW,
-                    VisitEvent.at <= last,
-                    VisitEvent.visit_id.in_(select(Lease.visit_id).where(in_window)),
-                )
-                .order_by(VisitEvent.at)
-            ):
-                taps[visit_id].append(at)
-            if regions is not None and regions.enabled:
-                held = select(Lease.visit_id).where(in_window)
-                for visit_id, ip in session.execute(
-                    select(Visit.id, Visit.ip).where(Visit.id.in_(held))
-                ):
-                    provinces[visit_id] = regions.province_of(ip)
-        callers: dict[tuple[int, str], list[PastCall]] = defaultdict(list)
-        past: dict[int, PastCall] = {}
-        for some in _chunks(sorted({c.caller_e164 for c in calls if c.caller_e164})):
-            for row in session.execute(
-                select(Call.id, Call.site_id, Call.caller_e164, Call.started_at,
-                       Call.provider_call_id, Call.tracking_e164, Call.extension, Call.visit_id)
-                .where(Call.site_id.in_(sites), Call.caller_e164.in_(some),
-                       Call.started_at <= last)
-                .order_by(Call.started_at, Call.id)
-            ):  # fmt: skip
-                earlier = PastCall(row[3], row[4], row[5], row[6], row[7])
-                callers[(row[1], row[2])].append(earlier)
-                past[row[0]] = earlier
-        slot_calls: dict[tuple[int, str, str], list[tuple[datetime, str]]] = defaultdict(list)
-        for part in _chunks(numbers):
-            for site, number, extension, started, caller in session.execute(
-                select(Call.site_id, Call.tracking_e164, Call.extension, Call.started_at,
-                       Call.caller_e164)
-                .where(Call.site_id.in_(sites), Call.tracking_e164.in_(part),
-                       Call.started_at >= first - TEL_TAP_WINDOW, Call.started_at <= last)
-                .order_by(Call.started_at)
-            ):  # fmt: skip
-                slot_calls[(site, number, extension)].append((started, caller))
-        leases = {slot: SlotHistory(found) for slot, found in spans.items()}
-        return cls(sources, slots, leases, taps, callers, past, provinces, slot_calls)
+        grace = max((s.grace_seconds for s in slots.values()), default=0)
+        leases, taps, provinces = _load_leases(session, wanted, first, last, grace, regions)
+        callers, past = _load_callers(session, sites, calls, last)
+        return cls(
+            _load_sources(session, sites), slots, leases, taps, callers, past, provinces,
+            _load_slot_calls(session, sites, numbers, first - TEL_TAP_WINDOW, last),
+        )  # fmt: skip
 
     def tapped(self, visit_ids: list[str], call: CallFacts) -> list[str]:
         """Which of these visits tapped a tel: link in the minutes before the call. One tap
-        explains one call: a tap the number got a call from someone else after no longer
-        counts."""
+        explains one call: once the number has had a call from someone else since the tap,
+        that tap no longer counts."""
         t = call.started_at
         slot = (call.site_id, call.tracking_e164, call.extension)
         others = [at for at, caller in self.slot_calls.get(slot, ()) if at < t
@@ -269,6 +197,110 @@ class Evidence:
 def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:
     for i in range(0, len(values), IN_LIMIT):
         yield values[i : i + IN_LIMIT]
+
+
+def _load_sources(session: Session, sites: list[int]) -> dict[tuple[int, str, str], Traffic]:
+    return {
+        (site, number, extension): Traffic(
+            _first(match, "source"), _first(match, "medium"), _first(match, "campaign"),
+            _first(match, "term"), device=_first(match, "device"),
+        )
+        for site, number, extension, match in session.execute(
+            select(SourceNumber.site_id, SourceNumber.number_e164, SourceNumber.extension,
+                   SourceNumber.match)
+            .where(SourceNumber.site_id.in_(sites))
+            .order_by(SourceNumber.active)  # the active rule wins: it comes last
+        )
+    }  # fmt: skip
+
+
+def _load_slots(
+    session: Session, sites: list[int], numbers: list[str]
+) -> dict[tuple[int, str, str], Slot]:
+    slots: dict[tuple[int, str, str], Slot] = {}
+    for part in _chunks(numbers):
+        for site, number, extension, slot_id, grace in session.execute(
+            select(Pool.site_id, TrackingNumber.number_e164, TrackingNumber.extension,
+                   TrackingNumber.id, Pool.grace_seconds)
+            .join(Pool, TrackingNumber.pool_id == Pool.id)
+            .where(Pool.site_id.in_(sites), TrackingNumber.number_e164.in_(part))
+        ):  # fmt: skip
+            slots[(site, number, extension)] = Slot(slot_id, grace)
+    return slots
+
+
+def _load_leases(
+    session: Session,
+    slot_ids: list[int],
+    first: datetime,
+    last: datetime,
+    grace: int,
+    regions: IpRegions | None,
+) -> tuple[dict[int, SlotHistory], dict[str, list[datetime]], dict[str, str]]:
+    """For calls between first and last: the slots' leases alive from a grace window before
+    first, their visits' tel: taps from a tap window before first, and (with a GeoIP database)
+    their visits' provinces."""
+    since = first - timedelta(seconds=grace)
+    spans: dict[int, list[LeaseSpan]] = defaultdict(list)
+    taps: dict[str, list[datetime]] = defaultdict(list)
+    provinces: dict[str, str] = {}
+    for part in _chunks(slot_ids):
+        alive = and_(Lease.number_id.in_(part), Lease.started_at <= last, Lease.expires_at >= since)
+        holders = select(Lease.visit_id).where(alive)
+        for number_id, visit_id, started, seen, expires in session.execute(
+            select(Lease.number_id, Lease.visit_id, Lease.started_at, Lease.last_seen_at,
+                   Lease.expires_at).where(alive)
+        ):  # fmt: skip
+            spans[number_id].append(LeaseSpan(visit_id, started, seen, expires))
+        for visit_id, at in session.execute(
+            select(VisitEvent.visit_id, VisitEvent.at)
+            .where(VisitEvent.type == "tel_click", VisitEvent.visit_id.in_(holders),
+                   VisitEvent.at >= first - TEL_TAP_WINDOW, VisitEvent.at <= last)
+            .order_by(VisitEvent.at)
+        ):  # fmt: skip
+            taps[visit_id].append(at)
+        if regions is not None and regions.enabled:
+            for visit_id, ip in session.execute(
+                select(Visit.id, Visit.ip).where(Visit.id.in_(holders))
+            ):
+                provinces[visit_id] = regions.province_of(ip)
+    return {slot: SlotHistory(found) for slot, found in spans.items()}, taps, provinces
+
+
+def _load_callers(
+    session: Session, sites: list[int], calls: Sequence[CallFacts], until: datetime
+) -> tuple[dict[tuple[int, str], list[PastCall]], dict[int, PastCall]]:
+    """Every call the batch's callers made to these sites up to `until`, in time order."""
+    callers: dict[tuple[int, str], list[PastCall]] = defaultdict(list)
+    past: dict[int, PastCall] = {}
+    for some in _chunks(sorted({c.caller_e164 for c in calls if c.caller_e164})):
+        for row in session.execute(
+            select(Call.id, Call.site_id, Call.caller_e164, Call.started_at,
+                   Call.provider_call_id, Call.tracking_e164, Call.extension, Call.visit_id)
+            .where(Call.site_id.in_(sites), Call.caller_e164.in_(some), Call.started_at <= until)
+            .order_by(Call.started_at, Call.id)
+        ):  # fmt: skip
+            earlier = PastCall(row[3], row[4], row[5], row[6], row[7])
+            callers[(row[1], row[2])].append(earlier)
+            past[row[0]] = earlier
+    return callers, past
+
+
+def _load_slot_calls(
+    session: Session, sites: list[int], numbers: list[str], since: datetime, until: datetime
+) -> dict[tuple[int, str, str], list[tuple[datetime, str]]]:
+    """Every call to these numbers in [since, until]: (started at, caller) by slot, in order."""
+    found: dict[tuple[int, str, str], list[tuple[datetime, str]]] = defaultdict(list)
+    for part in _chunks(numbers):
+        for site, number, extension, started, caller in session.execute(
+            select(Call.site_id, Call.tracking_e164, Call.extension, Call.started_at,
+                   Call.caller_e164)
+            .where(Call.site_id.in_(sites), Call.tracking_e164.in_(part),
+                   Call.started_at >= since, Call.started_at <= until)
+            .order_by(Call.started_at)
+        ):  # fmt: skip
+            found[(site, number, extension)].append((started, caller))
+    return found
 
 
 def _first(rule: dict[str, Any], name: str) -> str:

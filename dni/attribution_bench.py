@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
-from pathlib import Path
 
 import phonenumbers
 from phonenumbers import geocoder
@@ -23,7 +22,7 @@ from sqlalchemy import select
 from dni.attribution import attribute_pending
 from dni.calls import CallRecord, record_call
 from dni.config import Settings
-from dni.geo import IpRegions, province
+from dni.geo import IpRegions, province, write_database
 from dni.history import flush_history
 from dni.models import Call
 from dni.pools import Scripts
@@ -172,21 +171,12 @@ def run_dni(visits: list[SimVisit], size: int, geoip: bool) -> Score:
     GeoIP database placing the visitors' addresses)."""
     site_file = SITE.format(last=size - 1, lease=LEASE, grace=GRACE)
     with scratch_stores(site_file, START) as scratch:
-        regions = IpRegions(str(_geoip_database(scratch.folder))) if geoip else None
-        return _replay(visits, scratch, regions)
-
-
-def _geoip_database(folder: Path) -> Path:
-    from mmdb_writer import MMDBWriter  # a test dependency: install dni[test]
-    from netaddr import IPSet
-
-    writer = MMDBWriter(database_type="GeoIP2-City", languages=["zh-CN"])
-    for i, (name, _) in enumerate(PROVINCES):
-        writer.insert_network(
-            IPSet([f"36.{i + 1}.0.0/16"]), {"subdivisions": [{"names": {"zh-CN": name}}]}
+        if not geoip:
+            return _replay(visits, scratch, None)
+        networks = {f"36.{i + 1}.0.0/16": {"zh-CN": name} for i, (name, _) in enumerate(PROVINCES)}
+        return _replay(
+            visits, scratch, IpRegions(str(write_database(scratch.folder / "city.mmdb", networks)))
         )
-    writer.to_db_file(str(folder / "city.mmdb"))
-    return folder / "city.mmdb"
 
 
 def _replay(visits: list[SimVisit], scratch: Scratch, regions: IpRegions | None) -> Score:

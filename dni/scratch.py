@@ -1,6 +1,7 @@
 """Throwaway stores for the benchmarks: a private redis-server and a SQLite file in a temporary
 folder (or the given URLs), with one sites file loaded; all removed afterwards. A private
-PostgreSQL server too, for the benchmarks that are about PostgreSQL.
+PostgreSQL server too, for the benchmarks about PostgreSQL and for the test suite:
+`python -m dni.scratch COMMAND…` runs a command with DNI_TEST_DATABASE_URL naming one.
 """
 
 from __future__ import annotations
@@ -91,3 +92,11 @@ def private_postgres() -> Iterator[str]:
     finally:
         run("pg_ctl", "-D", data, "-m", "immediate", "stop")
         shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    import sys
+
+    with private_postgres() as url:
+        env = os.environ | {"DNI_TEST_DATABASE_URL": url}
+        sys.exit(subprocess.run(sys.argv[1:], env=env, check=False).returncode)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -107,15 +106,3 @@ def call_at(
         attribute_pending(session, regions)
     with rt.stores.sessions() as session:
         return session.scalars(select(Call).where(Call.provider_call_id == f"call-{n}")).one()
-
-
-def geoip_database(path: Path, networks: dict[str, dict[str, str]]) -> Path:
-    """A MaxMind-format city database placing each network in a province (names by language)."""
-    from mmdb_writer import MMDBWriter
-    from netaddr import IPSet
-
-    writer = MMDBWriter(database_type="GeoIP2-City", languages=["zh-CN", "en"])
-    for network, names in networks.items():
-        writer.insert_network(IPSet([network]), {"subdivisions": [{"names": names}]})
-    writer.to_db_file(str(path))
-    return path

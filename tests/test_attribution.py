@@ -10,12 +10,12 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.attribution import reattribute
-from dni.geo import IpRegions
+from dni.geo import IpRegions, write_database
 from dni.models import Call
 from dni.visits import VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
-from tests.factories import call_at, geoip_database, load_toml, shop_toml, start_visit
+from tests.factories import call_at, load_toml, shop_toml, start_visit
 
 PAID = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc&utm_term=roses"
 
@@ -254,7 +254,7 @@ BEIJING_CALLER = "+8613800000000"  # 北京市
 @pytest.fixture
 def regions(tmp_path: Path) -> IpRegions:
     networks = {"36.1.0.0/16": {"zh-CN": "广东"}, "36.2.0.0/16": {"zh-CN": "北京"}}
-    return IpRegions(str(geoip_database(tmp_path / "city.mmdb", networks)))
+    return IpRegions(str(write_database(tmp_path / "city.mmdb", networks)))
 
 
 @pytest.mark.parametrize("caller", [GUANGDONG_CALLER, BEIJING_CALLER])
