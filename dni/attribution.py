@@ -12,6 +12,7 @@ it, in the batch or not. One call is a batch of one.
 
 from __future__ import annotations
 
+import math
 from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -27,12 +28,22 @@ from dni.models import Call, Lease, Pool, SourceNumber, TrackingNumber, Visit, V
 from dni.visitcounts import page_of
 
 TEL_TAP_WINDOW = timedelta(minutes=10)
-# A candidate seen this close to the call, when the others were not, wins on recency.
+# A visit seen this close to the call was on the page; in a shared slot, one such visit when
+# the others were last seen STALE ago or more wins on recency.
 RECENT = timedelta(seconds=90)
 STALE = timedelta(minutes=5)
+# Weighing the visits that may have made a call to a number that changed hands: a visitor on
+# the page calls ON_PAGE times as readily as one who just left; after leaving, the readiness to
+# call from a note of the number falls off as exp(-time since last seen / NOTE_SECONDS); a visit
+# in the province the caller's number is from counts REGION times one elsewhere. (Over 20
+# simulated months at 1x peak, halving or doubling any one of these cost at most 0.22 points of
+# accuracy, and none did worse than the fixed rules they replaced.)
+ON_PAGE = 10.0
+NOTE_SECONDS = 1200.0
+REGION = 30.0
 CONFIDENCE = {"source": 1.0, "session": 0.95, "session_tap": 0.99, "shared_tap": 0.85,
               "shared_recent": 0.7, "shared_region": 0.75, "handed_over": 0.85,
-              "handed_over_left": 0.75, "grace_by_region": 0.7, "repeat_caller": 0.6}  # fmt: skip
+              "repeat_caller": 0.6}  # fmt: skip
 BATCH = 5000  # calls attributed per Evidence load
 IN_LIMIT = 500  # values per SQL IN (...) list
 
@@ -102,22 +113,15 @@ class SlotHistory:
             i -= 1
         return found
 
-    def held_before(self, lease: LeaseSpan, since: datetime) -> list[LeaseSpan]:
-        """Other visits' leases started before this one and ended since `since`, the one that
-        ended last first."""
+    def ended_since(self, t: datetime, since: datetime) -> list[LeaseSpan]:
+        """Leases started by t that ended in [since, t), the one that ended last first."""
         found = []
-        i = bisect_left(self.starts, lease.started_at) - 1
-        while i >= 0 and self.reach[i].expires_at >= since:
-            earlier = self.leases[i]
-            if earlier.expires_at >= since and earlier.visit_id != lease.visit_id:
-                found.append(earlier)
-            i -= 1
-        return sorted(found, key=lambda x: x.expires_at, reverse=True)
-
-    def last_started_by(self, t: datetime) -> LeaseSpan | None:
-        """Of the leases started by t, the one that ended last."""
         i = bisect_right(self.starts, t) - 1
-        return self.reach[i] if i >= 0 else None
+        while i >= 0 and self.reach[i].expires_at >= since:
+            if since <= self.leases[i].expires_at < t:
+                found.append(self.leases[i])
+            i -= 1
+        return sorted(found, key=lambda x: (x.expires_at, x.visit_id), reverse=True)
 
 
 @dataclass
@@ -127,6 +131,8 @@ class PastCall:
     tracking_e164: str
     extension: str
     visit_id: str | None
+    method: str | None = None
+    candidates: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -276,11 +282,12 @@ def _load_callers(
     for some in _chunks(sorted({c.caller_e164 for c in calls if c.caller_e164})):
         for row in session.execute(
             select(Call.id, Call.site_id, Call.caller_e164, Call.started_at,
-                   Call.provider_call_id, Call.tracking_e164, Call.extension, Call.visit_id)
+                   Call.provider_call_id, Call.tracking_e164, Call.extension, Call.visit_id,
+                   Call.attribution_method, Call.attribution_candidates)
             .where(Call.site_id.in_(sites), Call.caller_e164.in_(some), Call.started_at <= until)
             .order_by(Call.started_at, Call.id)
         ):  # fmt: skip
-            earlier = PastCall(row[3], row[4], row[5], row[6], row[7])
+            earlier = PastCall(row[3], row[4], row[5], row[6], row[7], row[8], row[9] or [])
             callers[(row[1], row[2])].append(earlier)
             past[row[0]] = earlier
     return callers, past
@@ -332,19 +339,25 @@ def _decide(ev: Evidence, call: CallFacts) -> Attribution:
 
 
 def _unless_called_back(ev: Evidence, call: CallFacts, found: Attribution) -> Attribution:
-    """A caller dialling a number they were credited for before, now held by someone else,
-    is calling back from a note of it: the earlier visit keeps the credit (unless the holder
-    just tapped the number)."""
+    """A caller dialling a number they called before, now held by someone else, is calling
+    back from a note of it (unless the holder just tapped the number): the visit credited with
+    the earlier call keeps the credit, and if that call was a tie, so is this one."""
     if found.visit_id is None or found.signals.get("tel_tap") or not call.caller_e164:
         return found
     earlier = next(
-        (x for x in ev.earlier_calls(call) if x.visit_id is not None
+        (x for x in ev.earlier_calls(call) if (x.visit_id is not None or x.method == "ambiguous")
          and (x.tracking_e164, x.extension) == (call.tracking_e164, call.extension)),
         None,
     )  # fmt: skip
-    if earlier is None or earlier.visit_id in (None, found.visit_id):
+    if earlier is None or found.visit_id == earlier.visit_id:
         return found
     signals = {"earlier_call": earlier.provider_call_id, "number_now_held_by": found.visit_id}
+    if earlier.visit_id is None:
+        candidates = sorted(set(earlier.candidates) - {found.visit_id})
+        if not candidates:
+            return found
+        confidence = round(1 / len(candidates), 3)
+        return Attribution("ambiguous", confidence, None, candidates, signals)
     return _credit("repeat_caller", CONFIDENCE["repeat_caller"], earlier.visit_id, signals)
 
 
@@ -354,53 +367,64 @@ def _by_lease(ev: Evidence, call: CallFacts, slot: Slot) -> Attribution | None:
     if history is None:
         return None
     covering = history.covering(t)
-    if len(covering) == 1:
+    if len(covering) > 1:
+        return _decide_shared(ev, covering, call)
+    ended = history.ended_since(t, t - timedelta(seconds=slot.grace_seconds))
+    if covering:
         holder = covering[0]
         if ev.tapped([holder.visit_id], call):
             return _credit("session", CONFIDENCE["session_tap"], holder.visit_id, {"tel_tap": True})
-        before = history.held_before(holder, t - timedelta(seconds=slot.grace_seconds))
-        if before:
-            return _handed_over(ev, holder, before, call)
-        return _credit("session", CONFIDENCE["session"], holder.visit_id, {"tel_tap": False})
-    if covering:
-        return _decide_shared(ev, covering, call)
-    last = history.last_started_by(t)
-    if last is None:
+        ended = [x for x in ended if x.visit_id != holder.visit_id]
+        if not ended:
+            return _credit("session", CONFIDENCE["session"], holder.visit_id, {"tel_tap": False})
+        return _weighed(ev, holder, ended, call, slot)
+    if not ended:
         return None
-    gap = (t - last.expires_at).total_seconds()
-    if gap > slot.grace_seconds:
-        return None
-    # Confidence falls from 0.8 at the lease's end to 0.5 at the end of the grace window.
-    confidence = round(0.5 + 0.3 * (1 - gap / max(slot.grace_seconds, 1)), 3)
-    signals = {"seconds_after_lease": int(gap), "tel_tap": bool(ev.tapped([last.visit_id], call))}
-    return _credit("grace", confidence, last.visit_id, signals)
+    return _weighed(ev, None, ended, call, slot)
 
 
-def _handed_over(
-    ev: Evidence, holder: LeaseSpan, before: list[LeaseSpan], call: CallFacts
+def _weighed(
+    ev: Evidence, holder: LeaseSpan | None, ended: list[LeaseSpan], call: CallFacts, slot: Slot
 ) -> Attribution:
-    """The number changed hands less than a grace window before the call, so an earlier holder
-    (`before`, the latest first) may be calling back from a note of it. If the holder has left
-    the page too and exactly one earlier holder is in the province the caller's number is from,
-    that one gets the call. Otherwise the holder stays the likelier caller, with the doubt
-    stated: less confidence, less still if the holder has left. (In the simulated month,
-    recency alone, a tie, or the region while the holder was still on the page all did worse.)"""
+    """A call to a number whose lease ended within the grace window, or that changed hands
+    within it: the holder (if any) and the visits whose leases ended in the window (the latest
+    first) may have made it, one calling back from a note of the number. Each is weighed by how
+    likely it is to have called: still on the page, how long since it left, whether it is where
+    the caller's number is from. The heaviest gets the call, the holder on a tie; confidence is
+    its share of the weight, capped at 0.85 for the holder (the doubt stated) and, for a visit
+    that had left, at the grace window's 0.8 falling to 0.5."""
     t = call.started_at
-    left = t - holder.last_seen_at > RECENT
-    if left and ev.same_place(holder.visit_id, call) is False:
-        here = {x.visit_id: x for x in before if ev.same_place(x.visit_id, call)}
-        if len(here) == 1:
-            (back,) = here.values()
-            gap = int((t - back.expires_at).total_seconds())
-            signals = {"tel_tap": False, "number_now_held_by": holder.visit_id,
-                       "seconds_after_lease": gap}  # fmt: skip
-            return _credit("grace", CONFIDENCE["grace_by_region"], back.visit_id, signals)
-    latest = before[0]
-    gap = int((t - latest.expires_at).total_seconds())
-    signals = {"tel_tap": False, "previous_holder": latest.visit_id,
-               "seconds_after_previous_lease": gap}  # fmt: skip
-    key = "handed_over_left" if left else "handed_over"
-    return _credit("session", CONFIDENCE[key], holder.visit_id, signals)
+    candidates = ([holder] if holder else []) + ended
+    # Log weights; a visit with several leases here is weighed by its latest one.
+    weights = {x.visit_id: _log_weight(ev, x, call) for x in reversed(candidates)}
+    best = max(candidates, key=lambda x: weights[x.visit_id])  # ties: the holder, the latest
+    top = weights[best.visit_id]
+    share = 1 / sum(math.exp(w - top) for w in weights.values())
+    order = sorted(weights, key=lambda v: (-weights[v], v))
+    if best is holder:
+        latest = ended[0]
+        signals = {"tel_tap": False, "previous_holder": latest.visit_id,
+                   "seconds_after_previous_lease": int((t - latest.expires_at).total_seconds()),
+                   "share": round(share, 3)}  # fmt: skip
+        confidence = min(CONFIDENCE["handed_over"], share)
+        return Attribution("session", round(confidence, 3), best.visit_id, order, signals)
+    gap = (t - best.expires_at).total_seconds()
+    signals = {"seconds_after_lease": int(gap), "tel_tap": bool(ev.tapped([best.visit_id], call))}
+    if holder is not None:
+        signals["number_now_held_by"] = holder.visit_id
+    if len(candidates) > 1:
+        signals["share"] = round(share, 3)
+    # The grace window's own doubt: 0.8 at the lease's end falling to 0.5 at the window's end.
+    fading = 0.5 + 0.3 * (1 - gap / max(slot.grace_seconds, 1))
+    return Attribution("grace", round(min(fading, share), 3), best.visit_id, order, signals)
+
+
+def _log_weight(ev: Evidence, lease: LeaseSpan, call: CallFacts) -> float:
+    """The log of how readily this visit would have made the call (see ON_PAGE)."""
+    away = (call.started_at - lease.last_seen_at).total_seconds()
+    timing = math.log(ON_PAGE) if away <= RECENT.total_seconds() else -away / NOTE_SECONDS
+    place = ev.same_place(lease.visit_id, call)
+    return timing + math.log(REGION) * (1.0 if place else 0.0 if place is False else 0.5)
 
 
 def _decide_shared(ev: Evidence, covering: list[LeaseSpan], call: CallFacts) -> Attribution:
@@ -461,8 +485,10 @@ def attribute_calls(
     results = []
     for call in calls:
         result = decide(ev, call)
-        if call.id in ev.past:
-            ev.past[call.id].visit_id = result.visit_id  # later calls see this credit
+        if call.id in ev.past:  # later calls see this credit
+            past = ev.past[call.id]
+            past.visit_id, past.method = result.visit_id, result.method
+            past.candidates = result.candidates
         results.append(result)
     credited = sorted({r.visit_id for r in results if r.visit_id is not None})
     traffic: dict[str, Traffic] = {}

@@ -9,9 +9,11 @@ peak concurrency, beside two naive baselines computed on the same traffic.
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import cache
 
@@ -142,6 +144,9 @@ class Score:
     correct: int = 0
     ambiguous: int = 0
     sure_but_wrong: int = 0  # wrong credits stated with confidence >= SURE: silent ones
+
+    def __add__(self, other: Score) -> Score:
+        return Score(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     def line(self, name: str) -> str:
         precision = self.correct / self.credited if self.credited else 1.0
@@ -294,22 +299,52 @@ def run_baseline(visits: list[SimVisit], size: int, random_pick: bool, seed: int
     return score
 
 
-def run_attribution_benchmark(
-    days: int, per_day: int, seed: int, echo: Callable[[str], None]
-) -> None:
+FACTORS = (0.25, 0.5, 1.0, 2.0)
+RUNS = ("dni", "dni without GeoIP", "random number + last holder", "no grace, no signals")
+
+
+def run_month(days: int, per_day: int, seed: int, factor: float, run: str) -> Score:
+    """One run of one simulated month at one pool size (a task for a worker process)."""
     visits = simulate(days, per_day, seed=seed)
-    peak = peak_concurrency(visits)
-    calls = sum(len(v.calls) for v in visits)
+    size = max(1, round(peak_concurrency(visits) * factor))
+    if run.startswith("dni"):
+        return run_dni(visits, size, geoip=run == "dni")
+    return run_baseline(visits, size, run.startswith("random"), 7)
+
+
+def run_attribution_benchmark(
+    days: int, per_day: int, seed: int, months: int, echo: Callable[[str], None]
+) -> None:
+    """Print accuracy per pool size, pooled over `months` months of traffic (seeds seed,
+    seed + 1, …), the runs spread over the machine's cores."""
+    seeds = range(seed, seed + months)
+    traffic = [simulate(days, per_day, seed=s) for s in seeds]
+    peaks = [peak_concurrency(visits) for visits in traffic]
+    calls = sum(len(v.calls) for visits in traffic for v in visits)
+    visits = sum(len(visits) for visits in traffic)
     setup = f"lease {LEASE // 60} min, grace {GRACE // 3600} h, overflow share"
-    echo(f"dni bench attribution: {days} days, {len(visits)} visits, {calls} calls (seed {seed}), "
-         f"peak concurrency {peak} ({setup})")  # fmt: skip
+    if months == 1:
+        what = (f"{days} days, {visits} visits, {calls} calls (seed {seed}), "
+                f"peak concurrency {peaks[0]}")  # fmt: skip
+    else:
+        what = (f"{months} x {days} days (seeds {seed}-{seed + months - 1}), {visits} visits, "
+                f"{calls} calls, peak concurrency {min(peaks)}-{max(peaks)}")  # fmt: skip
+    echo(f"dni bench attribution: {what} ({setup})")
     echo(f"visitors in {len(PROVINCES)} provinces, callers' numbers from the visitor's "
          f"{SAME_PROVINCE:.0%} of the time; sure = wrong at confidence >= {SURE}")  # fmt: skip
     echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}"
          f"{'sure':>7}")  # fmt: skip
-    for factor in (0.25, 0.5, 1.0, 2.0):
-        size = max(1, round(peak * factor))
-        echo(run_dni(visits, size, geoip=True).line(f"{factor}x = {size}: dni"))
-        echo(run_dni(visits, size, geoip=False).line("    dni without GeoIP"))
-        echo(run_baseline(visits, size, True, 7).line("    random number + last holder"))
-        echo(run_baseline(visits, size, False, 7).line("    no grace, no signals"))
+    tasks = [(f, r, s) for f in FACTORS for r in RUNS for s in seeds]
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        futures = {task: pool.submit(run_month, days, per_day, task[2], task[0], task[1])
+                   for task in tasks}  # fmt: skip
+        for factor in FACTORS:
+            for run in RUNS:
+                score = sum((futures[(factor, run, s)].result() for s in seeds), Score())
+                if run != "dni":
+                    name = f"    {run}"
+                elif months == 1:
+                    name = f"{factor}x = {max(1, round(peaks[0] * factor))}: dni"
+                else:
+                    name = f"{factor}x: dni"
+                echo(score.line(name))

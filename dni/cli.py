@@ -366,11 +366,12 @@ def bench_snippet(loads: int) -> None:
 @click.option("--days", default=30, show_default=True)
 @click.option("--per-day", default=400, show_default=True, help="visits per day")
 @click.option("--seed", default=7, show_default=True, help="of the simulated traffic")
-def bench_attribution(days: int, per_day: int, seed: int) -> None:
+@click.option("--months", default=1, show_default=True, help="pooled, seeds seed, seed + 1, …")
+def bench_attribution(days: int, per_day: int, seed: int, months: int) -> None:
     """Attribution accuracy over a simulated month, beside two naive baselines."""
     from dni.attribution_bench import run_attribution_benchmark
 
-    run_attribution_benchmark(days, per_day, seed, click.echo)
+    run_attribution_benchmark(days, per_day, seed, months, click.echo)
 
 
 @bench.command("calls")

@@ -59,17 +59,21 @@ def test_late_call_within_grace_goes_to_the_last_holder(rt: Runtime, clock: Cloc
     assert call.attribution_signals["seconds_after_lease"] == 600
 
 
-@pytest.mark.parametrize(("after", "confidence"), [(1, 0.85), (10, 0.75)])
+@pytest.mark.parametrize(("after", "share"), [(1, 0.984), (10, 0.852)])
 def test_a_new_holder_takes_over_from_grace_with_doubt_stated(
-    rt: Runtime, clock: Clock, after: int, confidence: float
+    rt: Runtime, clock: Clock, after: int, share: float
 ) -> None:
     first = paid_visit(rt, "visitor-a")
     clock.advance(35 * 60)
     second = paid_visit(rt, "visitor-b")  # the number changed hands 5 minutes ago
     call = call_at(rt, clock.now + timedelta(minutes=after))  # b on the page, or gone
     assert (call.attribution_method, call.visit_id) == ("session", second.visit)
-    assert call.attribution_confidence == confidence
+    # b on the page: weight 10 against a, gone 36 min: e^(-36/20); b gone 10 min against a
+    # gone 45 min: e^(-10/20) against e^(-45/20). Confidence is capped at 0.85 either way.
+    assert call.attribution_signals["share"] == share
+    assert call.attribution_confidence == 0.85
     assert call.attribution_signals["previous_holder"] == first.visit
+    assert call.attribution_candidates == [second.visit, first.visit]
 
 
 def test_a_holder_long_after_the_last_one_is_sure(rt: Runtime, clock: Clock) -> None:
@@ -112,6 +116,20 @@ def test_shared_number_without_signals_is_ambiguous(rt: Runtime, clock: Clock) -
     assert call.attribution_method == "ambiguous" and call.visit_id is None
     assert sorted(call.attribution_candidates) == sorted([first.visit, second.visit])
     assert call.attribution_confidence == 0.5
+
+
+def test_calling_back_after_a_tie_is_a_tie_again(rt: Runtime, clock: Clock) -> None:
+    first = paid_visit(rt, "visitor-a")
+    clock.advance(30)
+    second = paid_visit(rt, "visitor-b")  # overflow "share": same number
+    tie = call_at(rt, clock.now + timedelta(seconds=30), n=1)
+    assert tie.attribution_method == "ambiguous"
+    clock.advance(3 * 86_400)
+    paid_visit(rt, "visitor-c")  # the number now belongs to c, who has not tapped it
+    again = call_at(rt, clock.now + timedelta(minutes=1), n=2)
+    assert (again.attribution_method, again.visit_id) == ("ambiguous", None)
+    assert sorted(again.attribution_candidates) == sorted([first.visit, second.visit])
+    assert again.attribution_signals["earlier_call"] == "call-1"
 
 
 def test_shared_number_is_decided_by_a_tel_tap(rt: Runtime, clock: Clock) -> None:
@@ -289,7 +307,9 @@ def test_a_number_handed_over_goes_back_to_a_previous_holder_from_the_callers_pr
     late = call_at(rt, clock.now + timedelta(minutes=10), caller=GUANGDONG_CALLER, regions=regions)
     assert (late.attribution_method, late.visit_id) == ("grace", guangdong.visit)
     assert late.attribution_signals["number_now_held_by"] == beijing.visit
-    assert late.attribution_confidence == 0.7
+    # 30 e^(-45/20) against e^(-10/20): a share of 0.839, capped by the grace window's 0.7625
+    assert late.attribution_signals["share"] == 0.839
+    assert late.attribution_confidence == pytest.approx(0.7625, abs=0.001)
     own = call_at(rt, clock.now + timedelta(minutes=11), caller=BEIJING_CALLER, n=2,
                   regions=regions)  # fmt: skip
     assert (own.visit_id, own.attribution_signals["region_match"]) == (beijing.visit, True)
@@ -314,10 +334,41 @@ def test_a_call_back_may_go_two_holders_back_by_region(
     rt: Runtime, clock: Clock, regions: IpRegions
 ) -> None:
     guangdong = start_visit(rt, "visitor-a", PAID, ip="36.1.0.7")
-    clock.advance(35 * 60)
+    clock.advance(31 * 60)
     start_visit(rt, "visitor-b", PAID, ip="36.2.0.7")
-    clock.advance(35 * 60)
+    clock.advance(31 * 60)
     third = start_visit(rt, "visitor-c", PAID, ip="36.2.0.8")
     call = call_at(rt, clock.now + timedelta(minutes=5), caller=GUANGDONG_CALLER, regions=regions)
     assert (call.attribution_method, call.visit_id) == ("grace", guangdong.visit)
     assert call.attribution_signals["number_now_held_by"] == third.visit
+    assert call.attribution_signals["share"] == 0.527  # nearly a coin toss, and it says so
+    assert call.attribution_confidence == 0.527
+
+
+def test_a_late_call_goes_to_the_earlier_leaver_from_the_callers_province(
+    rt: Runtime, clock: Clock, regions: IpRegions
+) -> None:
+    guangdong = start_visit(rt, "visitor-a", PAID, ip="36.1.0.7")
+    clock.advance(31 * 60)
+    beijing = start_visit(rt, "visitor-b", PAID, ip="36.2.0.7")
+    at = clock.now + timedelta(minutes=40)  # both leases have ended
+    call = call_at(rt, at, caller=GUANGDONG_CALLER, regions=regions)
+    assert (call.attribution_method, call.visit_id) == ("grace", guangdong.visit)
+    assert "number_now_held_by" not in call.attribution_signals
+    assert call.attribution_candidates == [guangdong.visit, beijing.visit]
+    # without a GeoIP database the last holder is the likelier one
+    without = call_at(rt, at + timedelta(seconds=1), caller="+8615900000001", n=2)
+    assert (without.attribution_method, without.visit_id) == ("grace", beijing.visit)
+
+
+def test_the_holder_on_the_page_keeps_a_call_from_the_last_holders_province(
+    rt: Runtime, clock: Clock, regions: IpRegions
+) -> None:
+    guangdong = start_visit(rt, "visitor-a", PAID, ip="36.1.0.7")
+    clock.advance(31 * 60)
+    beijing = start_visit(rt, "visitor-b", PAID, ip="36.2.0.7")
+    call = call_at(rt, clock.now + timedelta(seconds=30), caller=GUANGDONG_CALLER, regions=regions)
+    assert (call.attribution_method, call.visit_id) == ("session", beijing.visit)
+    assert call.attribution_signals["previous_holder"] == guangdong.visit
+    # 10 (on the page) against 30 e^(-31.5/20): the doubt is in the confidence
+    assert call.attribution_confidence == 0.617

@@ -1,0 +1,18 @@
+"""`dni bench attribution` runs end to end and pools its months honestly."""
+
+from __future__ import annotations
+
+from dni.attribution_bench import RUNS, Score, run_attribution_benchmark, run_month
+
+
+def test_the_accuracy_bench_pools_its_months() -> None:
+    lines: list[str] = []
+    run_attribution_benchmark(days=1, per_day=120, seed=3, months=2, echo=lines.append)
+    assert "2 x 1 days (seeds 3-4)" in lines[0]
+    rows = lines[3:]
+    assert len(rows) == 4 * len(RUNS)
+    assert [row.split(":")[0] for row in rows[:: len(RUNS)]] == ["0.25x", "0.5x", "1.0x", "2.0x"]
+    months = [run_month(1, 120, seed, 0.5, "no grace, no signals") for seed in (3, 4)]
+    pooled = months[0] + months[1]
+    assert pooled.calls == months[0].calls + months[1].calls > 0
+    assert rows[len(RUNS) + 3] == pooled.line("    no grace, no signals")
