@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dni.attribution_bench import RUNS, Score, run_attribution_benchmark, run_month
+from dni.attribution_bench import RUNS, run_attribution_benchmark, run_month
 
 
 def test_the_accuracy_bench_pools_its_months() -> None:
