@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import astuple, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -313,10 +313,15 @@ def run_month(days: int, per_day: int, seed: int, factor: float, run: str) -> Sc
 
 
 def run_attribution_benchmark(
-    days: int, per_day: int, seed: int, months: int, echo: Callable[[str], None]
+    days: int,
+    per_day: int,
+    seed: int,
+    months: int,
+    echo: Callable[[str], None],
+    factors: Sequence[float] = FACTORS,
 ) -> None:
-    """Print accuracy per pool size, pooled over `months` months of traffic (seeds seed,
-    seed + 1, …), the runs spread over the machine's cores."""
+    """Print accuracy per pool size (`factors` x peak concurrency), pooled over `months` months
+    of traffic (seeds seed, seed + 1, …), the runs spread over the machine's cores."""
     seeds = range(seed, seed + months)
     traffic = [simulate(days, per_day, seed=s) for s in seeds]
     peaks = [peak_concurrency(visits) for visits in traffic]
@@ -334,11 +339,11 @@ def run_attribution_benchmark(
          f"{SAME_PROVINCE:.0%} of the time; sure = wrong at confidence >= {SURE}")  # fmt: skip
     echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}"
          f"{'sure':>7}")  # fmt: skip
-    tasks = [(f, r, s) for f in FACTORS for r in RUNS for s in seeds]
+    tasks = [(f, r, s) for f in factors for r in RUNS for s in seeds]
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         futures = {task: pool.submit(run_month, days, per_day, task[2], task[0], task[1])
                    for task in tasks}  # fmt: skip
-        for factor in FACTORS:
+        for factor in factors:
             for run in RUNS:
                 score = sum((futures[(factor, run, s)].result() for s in seeds), Score())
                 if run != "dni":

@@ -367,11 +367,20 @@ def bench_snippet(loads: int) -> None:
 @click.option("--per-day", default=400, show_default=True, help="visits per day")
 @click.option("--seed", default=7, show_default=True, help="of the simulated traffic")
 @click.option("--months", default=1, show_default=True, help="pooled, seeds seed, seed + 1, …")
-def bench_attribution(days: int, per_day: int, seed: int, months: int) -> None:
+@click.option("--sizes", default="0.25,0.5,1,2", show_default=True,
+              help="pool sizes as multiples of peak concurrency")  # fmt: skip
+def bench_attribution(days: int, per_day: int, seed: int, months: int, sizes: str) -> None:
     """Attribution accuracy over a simulated month, beside two naive baselines."""
     from dni.attribution_bench import run_attribution_benchmark
 
-    run_attribution_benchmark(days, per_day, seed, months, click.echo)
+    try:
+        factors = [float(x) for x in sizes.split(",")]
+    except ValueError:
+        message = f"{sizes!r}: numbers separated by commas"
+        raise click.BadParameter(message, param_hint="--sizes") from None
+    if not factors or min(factors) <= 0:
+        raise click.BadParameter(f"{sizes!r}: sizes must be above 0", param_hint="--sizes")
+    run_attribution_benchmark(days, per_day, seed, months, click.echo, factors)
 
 
 @bench.command("calls")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from click.testing import CliRunner
+
 from dni.attribution_bench import RUNS, run_attribution_benchmark, run_month
+from dni.cli import main
 
 
 def test_the_accuracy_bench_pools_its_months() -> None:
@@ -16,3 +19,9 @@ def test_the_accuracy_bench_pools_its_months() -> None:
     pooled = months[0] + months[1]
     assert pooled.calls == months[0].calls + months[1].calls > 0
     assert rows[len(RUNS) + 3] == pooled.line("    no grace, no signals")
+
+
+def test_bad_pool_sizes_are_named() -> None:
+    for sizes, why in (("1,x", "numbers separated by commas"), ("0.5,0", "above 0")):
+        result = CliRunner().invoke(main, ["bench", "attribution", "--sizes", sizes])
+        assert result.exit_code == 2 and "--sizes" in result.output and why in result.output
