@@ -303,10 +303,8 @@ FACTORS = (0.25, 0.5, 1.0, 2.0)
 RUNS = ("dni", "dni without GeoIP", "random number + last holder", "no grace, no signals")
 
 
-def run_month(days: int, per_day: int, seed: int, factor: float, run: str) -> Score:
-    """One run of one simulated month at one pool size (a task for a worker process)."""
-    visits = simulate(days, per_day, seed=seed)
-    size = max(1, round(peak_concurrency(visits) * factor))
+def run_month(visits: list[SimVisit], size: int, run: str) -> Score:
+    """One of RUNS on one simulated month at one pool size (a task for a worker process)."""
     if run.startswith("dni"):
         return run_dni(visits, size, geoip=run == "dni")
     return run_baseline(visits, size, run.startswith("random"), 7)
@@ -339,17 +337,12 @@ def run_attribution_benchmark(
          f"{SAME_PROVINCE:.0%} of the time; sure = wrong at confidence >= {SURE}")  # fmt: skip
     echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}"
          f"{'sure':>7}")  # fmt: skip
-    tasks = [(f, r, s) for f in factors for r in RUNS for s in seeds]
+    sizes = {(f, i): max(1, round(peak * f)) for f in factors for i, peak in enumerate(peaks)}
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        futures = {task: pool.submit(run_month, days, per_day, task[2], task[0], task[1])
-                   for task in tasks}  # fmt: skip
-        for factor in factors:
+        futures = {(f, run, i): pool.submit(run_month, traffic[i], sizes[(f, i)], run)
+                   for f in factors for run in RUNS for i in range(months)}  # fmt: skip
+        for f in factors:
             for run in RUNS:
-                score = sum((futures[(factor, run, s)].result() for s in seeds), Score())
-                if run != "dni":
-                    name = f"    {run}"
-                elif months == 1:
-                    name = f"{factor}x = {max(1, round(peaks[0] * factor))}: dni"
-                else:
-                    name = f"{factor}x: dni"
-                echo(score.line(name))
+                score = sum((futures[(f, run, i)].result() for i in range(months)), Score())
+                size = f" = {sizes[(f, 0)]}" if months == 1 else ""
+                echo(score.line(f"{f}x{size}: dni" if run == "dni" else f"    {run}"))

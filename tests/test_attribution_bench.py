@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from dni.attribution_bench import RUNS, run_attribution_benchmark, run_month
+from dni.attribution_bench import (
+    RUNS,
+    peak_concurrency,
+    run_attribution_benchmark,
+    run_month,
+    simulate,
+)
 from dni.cli import main
 
 
@@ -15,7 +21,11 @@ def test_the_accuracy_bench_pools_its_months() -> None:
     rows = lines[3:]
     assert len(rows) == 4 * len(RUNS)
     assert [row.split(":")[0] for row in rows[:: len(RUNS)]] == ["0.25x", "0.5x", "1.0x", "2.0x"]
-    months = [run_month(1, 120, seed, 0.5, "no grace, no signals") for seed in (3, 4)]
+    months = []
+    for seed in (3, 4):
+        visits = simulate(1, 120, seed)
+        size = max(1, round(peak_concurrency(visits) * 0.5))
+        months.append(run_month(visits, size, "no grace, no signals"))
     pooled = months[0] + months[1]
     assert pooled.calls == months[0].calls + months[1].calls > 0
     assert rows[len(RUNS) + 3] == pooled.line("    no grace, no signals")
