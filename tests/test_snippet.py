@@ -135,7 +135,7 @@ def test_paid_visit_swaps_every_occurrence_in_its_own_format(
     assert text(page, "#zero") == "0086-400-100-0001"
     assert text(page, "#split") == "电话 400-100-0001"
     assert page.inner_html("#split") == "电话 <b>400</b>-100-<i>0001</i>"
-    assert text(page, "#ext") == "400-100-0001"
+    assert text(page, "#ext") == "400-100-0001 转 0"  # the shop's own extension stays
     assert page.get_attribute("#tel", "href") == "tel:4001000001"
     assert page.get_attribute("#tel-intl", "href") == "tel:+864001000001"
     assert page.get_attribute("#banner", "alt") == "热线 400-100-0001"
@@ -166,7 +166,8 @@ def test_extension_slot_is_shown_with_zhuan_and_dialled_with_commas(
     swapped(page)
     assert text(page, "#h1") == "全国热线 400-888-1234 转 8000"
     assert text(page, "#intl") == "+86 400 888 1234 转 8000"
-    assert text(page, "#ext") == "400-888-1234 转 8000"
+    # A slot's extension cannot stand in for the shop's own: that occurrence stays as written.
+    assert text(page, "#ext") == "400-888-1234 转 0"
     assert page.get_attribute("#tel", "href") == "tel:4008881234,,8000"
     page.evaluate("DNI.rescan()")  # swapping again changes nothing
     assert text(page, "#h1") == "全国热线 400-888-1234 转 8000"

@@ -12,20 +12,31 @@
   var api = (cfg.api || new URL(script.src || location.href).origin).replace(/\/$/, '');
   var SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|INPUT|SELECT|OPTION|TEMPLATE|IFRAME|SVG|HEAD|TITLE)$/;
   var INLINE = /^(A|B|I|U|S|Q|EM|TT|BIG|SUB|SUP|SPAN|FONT|MARK|ABBR|CODE|TIME|LABEL|SMALL|STRONG)$/;
-  // A phone number as printed: optional +86/0086, digits (also full-width) and separators,
-  // and optionally the shop's own extension ("转 8", "ext. 8").
-  var RUN = /(?:[+＋]|00)?[0-9０-９](?:[0-9０-９]|[ \u00a0\-.·—()（）](?=[ \u00a0\-.·—()（）]?[0-9０-９])){6,20}(?:\s*(?:转|分机|ext\.?|x)\s*[0-9０-９]{1,6})?/gi;
+  // On text made ASCII: the separators printed between digits, and what may follow a number:
+  // the shop's own extension ("转 8015", "ext. 8015", "x8015", "-8015"; in a tel: link ",,8015",
+  // ";ext=8015"), hours ("(9:00-18:00)", " 8:00"), another number after a space, or anything
+  // but more digits and letters. Before it: anything but digits (or a space), letters, "+" and
+  // another country's code ("+1 ").
+  var SEP = '[\\s\\-.·\u2010-\u2015()]';
+  var EXT = /^(\s*(转|分机|ext\.?|x)\s*|-|,+|;ext=)\d{1,6}(?!\w)/i;
+  var END = RegExp('^[\\s(]*\\d\\d?:|^\\s+\\+?\\d(\\d|' + SEP + '{1,2}(?=\\d)){6}|^(?!' + SEP + '{0,2}\\d|[a-z])', 'i');
+  var START = RegExp('(\\d[-.·\u2010-\u2015()]{0,2}|[\\w+]|\\+\\d+\\s)$');
   var ATTRS = ['alt', 'title', 'aria-label', 'href', 'content'];
-  var SEL = 'a[href^="tel:" i],[data-dni-swap]';
+  var TEL = 'a[href^="tel:" i]';
+  var SEL = TEL + ',[data-dni-swap]';
   var KEY = '_dni';
   var visit = null;
   var numbers = [];
   var url = '';
+  var patterns = {};  // target -> [RegExp, length of its country code]
   var original = new Map();  // node -> text or {attr: value} before we touched it
   var listeners = [];
   var timer = 0;
   var observer = null;
   var started = false;
+  var local = null;
+  try { local = w.localStorage; } catch (e) { /* storage refused: cookies only */ }
+  var FOR_A_YEAR = '; path=/; max-age=31536000; SameSite=Lax';
 
   function safe(fn) {
     return function () {
@@ -33,76 +44,83 @@
     };
   }
 
+  // Full-width digits, letters and punctuation (４００－８８８, （０１０）, ＋８６) as ASCII, one
+  // character for one, so that positions carry over to the original.
   function ascii(text) {
-    return text.replace(/[０-９]/g, function (c) { return String.fromCharCode(c.charCodeAt(0) - 65248); });
+    return text.replace(/[\uff01-\uff5e]/g, function (c) { return shift(c, -65248); });
   }
 
-  // Digits to compare with: +86 4008881234, 0086..., 86... and 400-888-1234 all give 4008881234.
-  function national(text) {
-    var digits = ascii(text).replace(/\D/g, '');
-    if (/^(\+|00)/.test(text.trim())) digits = digits.replace(/^(00)?(86|1)/, '');
-    return digits;
+  function shift(c, by) {
+    return String.fromCharCode(c.charCodeAt(0) + by);
   }
 
-  function lookup(digits) {
-    for (var i = 0; i < numbers.length; i++) {
-      if (national(numbers[i].target) === digits) return numbers[i];
-    }
-    return null;
+  function digits(text) {
+    return text.replace(/\D/g, '');
   }
 
-  // The tracking number in the original's own shape: same prefix, separators and digit width.
-  function reshape(text, n) {
-    var m = /^(.*?)\s*(转|分机|ext\.?|x)\s*[0-9０-９]+$/i.exec(text);
-    var base = m ? m[1] : text;
-    var tail = text.slice(base.length);  // the shop's own " 转 8", if any
-    var digits = national(n.number);
-    var p = base.match(/^(?:[+＋]|00)(?:8[\s\u00a0]?6|1)[\s\u00a0\-.]?/);
-    var prefix = p ? p[0] : '';
-    var body = base.slice(prefix.length);
-    var i = 0;
-    var out = national(body).length === digits.length
-      ? body.replace(/[0-9０-９]/g, function (c) {
-        var ch = digits.charAt(i++);
-        return c > '9' ? String.fromCharCode(ch.charCodeAt(0) + 65248) : ch;
-      })
-      : digits;
-    // A tracking slot's own extension replaces the shop's; a whole tracking number needs none.
-    var ext = n.extension
-      ? (m ? tail.replace(/[0-9０-９]+$/, n.extension) : (/^\+86/.test(n.target) ? ' 转 ' : ' ext. ') + n.extension)
-      : '';
-    return prefix + out + ext;
+  // A target number as printed, as a pattern: +CC, 00CC, +CC (0) or the country's trunk prefix
+  // (1 in North America, 8 in Russia, else 0: 010-…, 020 7946 …) or nothing, then the national
+  // number, with separators between any two digits. The country code decides where it starts.
+  function pattern(e164) {
+    var all = digits(e164);
+    var cc = (all.match(/^(1|7|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/) || [all.slice(0, 3)])[0];
+    var s = SEP + '{0,2}';
+    return [RegExp('(\\+' + cc + s + '(\\(0\\)' + s + ')?|00' + cc + s + '|' + (cc === '1' ? 1 : cc === '7' ? 8 : 0) + s + ')?' +
+      all.slice(cc.length).split('').join(s), 'g'), cc.length];
   }
 
-  // Where `text` holds a target number: [{s: start, e: end, r: replacement}].
+  // Where `text` names a target number: [{s, e, r, n}]: r is the tracking number `n` in the
+  // original's own shape, or '' to leave it alone (a slot's extension cannot replace the
+  // shop's).
   function find(text) {
     var found = [];
-    text.replace(RUN, function (match, at) {
-      if (/[0-9０-９A-Za-z]/.test(text.charAt(at - 1) + text.charAt(at + match.length))) return;
-      var n = lookup(national(match.replace(/\s*(转|分机|ext\.?|x)\s*[0-9０-９]+$/i, '')));
-      if (n) found.push({ s: at, e: at + match.length, r: reshape(match, n) });
+    var plain = ascii(text);
+    numbers.forEach(function (n) {
+      var p = patterns[n.target] || (patterns[n.target] = pattern(n.target));
+      var re = p[0];
+      var m;
+      re.lastIndex = 0;
+      while ((m = re.exec(plain))) {
+        var s = m.index;
+        var e = s + m[0].length;
+        var rest = plain.slice(e);
+        var own = EXT.test(rest);
+        if (START.test(plain.slice(0, s)) || !(own || END.test(rest))) continue;
+        var write = digits(m[1] || '') + digits(n.number).slice(p[1]);
+        var k = 0;
+        found.push({
+          s: s,
+          e: e,
+          r: n.extension && own ? '' : text.slice(s, e).replace(/[0-9０-９]/g, function (c) {
+            var ch = write.charAt(k++);
+            return ch && c > '9' ? shift(ch, 65248) : ch;
+          }) + write.slice(k),
+          n: n
+        });
+      }
     });
     return found;
   }
 
-  // `text` with each hit written in: char by char, any growth after a hit's last character.
+  // `text` with each hit written in: char by char, any growth after a hit's last character; a
+  // slot's extension shown as " 转 8015" (" ext. 8015" outside China) or, in a tel: link, ",,8015".
   // Returns the characters as an array (one entry per original character), or null.
-  function spread(text) {
-    var hits = find(text);
+  function spread(text, tel) {
+    var hits = find(text).filter(function (m) { return m.r; });
     if (!hits.length) return null;
     var out = text.split('');
     hits.forEach(function (m) {
-      for (var j = m.s; j < m.e; j++) out[j] = m.r.charAt(j - m.s);
-      out[m.e - 1] += m.r.slice(m.e - m.s);
+      var x = m.n.extension;
+      var r = m.r + (x ? (tel ? ',,' : /^\+86/.test(m.n.target) ? ' 转 ' : ' ext. ') + x : '');
+      for (var j = m.s; j < m.e; j++) out[j] = r.charAt(j - m.s);
+      out[m.e - 1] += r.slice(m.e - m.s);
     });
     return out;
   }
 
   function remember(node, attr, value) {
-    var saved = original.get(node);
-    if (!attr) { if (saved === undefined) original.set(node, value); return; }
-    saved = saved || {};
-    if (!(attr in saved)) saved[attr] = value;
+    var saved = original.get(node) || (attr ? {} : value);
+    if (attr && !(attr in saved)) saved[attr] = value;
     original.set(node, saved);
   }
 
@@ -118,18 +136,40 @@
     });
   }
 
+  // A tel: link dials the tracking number in the href's own shape, followed by the shop's own
+  // extension if it has one.
+  function dial(v) {
+    var body = v.slice(4);
+    try { body = decodeURIComponent(body); } catch (e) { /* keep it as written */ }
+    var out = spread(body, 1);
+    return out ? v.slice(0, 4) + out.join('') : v;
+  }
+
   function swapAttrs(el) {
     ATTRS.forEach(function (name) {
       var v = el.getAttribute(name);
       if (!v) return;
-      var out = (spread(v) || [v]).join('');
-      if (name === 'href' && /^tel:/i.test(v)) {
-        var n = lookup(national(decodeURIComponent(v.slice(4).split(/[,;]/)[0])));
-        if (!n) return;
-        out = 'tel:' + (/^tel:\+/i.test(v) ? n.number : national(n.number)) + (n.extension ? ',,' + n.extension : '');
-      }
+      var out = /^tel:/i.test(v) ? dial(v) : (spread(v) || [v]).join('');
       if (out !== v) { remember(el, name, v); el.setAttribute(name, out); }
     });
+  }
+
+  function texts(root, fn) {
+    var walker = d.createTreeWalker(root, 4);
+    for (var t = walker.nextNode(); t; t = walker.nextNode()) fn(t);
+  }
+
+  // A tel: link and its own text always name the same number: undo whichever changed alone.
+  function agree(a) {
+    var saved = original.get(a) || {};
+    var text = find(a.textContent).length;
+    var href = find(a.getAttribute('href').slice(4)).length;
+    if (text && !href && saved.href) { a.setAttribute('href', saved.href); delete saved.href; }
+    if (href && !text) {
+      texts(block(a), function (t) {
+        if (original.has(t)) { t.nodeValue = original.get(t); original.delete(t); }
+      });
+    }
   }
 
   // Attribute checks only: isContentEditable would make the browser compute styles.
@@ -155,21 +195,21 @@
     var top = root && block(root);
     if (!numbers.length || !top || skipped(top)) return;
     var blocks = new Set();
-    var walker = d.createTreeWalker(top, 4);
-    for (var n = walker.nextNode(); n; n = walker.nextNode()) {
+    texts(top, function (n) {
       if (/[0-9０-９]/.test(n.nodeValue)) blocks.add(block(n));
-    }
+    });
     blocks.forEach(function (b) {
       if (!find(b.textContent).length || skipped(b)) return;  // cheap test first
       var group = [];
-      var inner = d.createTreeWalker(b, 4);
-      for (var t = inner.nextNode(); t; t = inner.nextNode()) {
+      texts(b, function (t) {
         if (block(t) === b && !skipped(t.parentNode)) group.push(t);
-      }
+      });
       swapBlock(group);
     });
     [top].concat([].slice.call(top.querySelectorAll(SEL))).forEach(function (el) {
-      if (el.matches(SEL) && !skipped(el)) swapAttrs(el);
+      if (!el.matches(SEL) || skipped(el)) return;
+      swapAttrs(el);
+      if (el.matches(TEL)) agree(el);
     });
   }
 
@@ -208,20 +248,15 @@
     observer.observe(d.documentElement, { childList: true, subtree: true, characterData: true });
   }
 
-  function storage(name) {
-    try { return w[name]; } catch (e) { return null; }
-  }
-
   function visitorId() {
     var found = d.cookie.match(/(?:^|; )_dni_v=([\w.-]{8,64})/);
-    var local = storage('localStorage');
     var id = (found && found[1]) || (local && local.getItem('_dni_v')) ||
       'v' + Date.now().toString(36) + Math.random().toString(36).slice(2, 12);
     var labels = location.hostname.split('.');
     // The shortest parent domain that accepts a cookie is the registrable one: never com.cn.
     for (var i = labels.length - 2; i >= -1; i--) {
       var domain = i < 0 ? '' : '; domain=' + labels.slice(i).join('.');
-      d.cookie = '_dni_v=' + id + '; path=/; max-age=31536000; SameSite=Lax' + domain;
+      d.cookie = '_dni_v=' + id + FOR_A_YEAR + domain;
       if (d.cookie.indexOf('_dni_v=' + id) >= 0) break;
     }
     if (local) local.setItem('_dni_v', id);
@@ -229,9 +264,9 @@
   }
 
   function send(path, body) {
-    var ctl = w.AbortController ? new AbortController() : null;
-    var t = setTimeout(function () { if (ctl) ctl.abort(); }, 5000);
-    return fetch(api + path, { method: 'POST', body: JSON.stringify(body), keepalive: true, credentials: 'omit', signal: ctl && ctl.signal })
+    var ctl = new AbortController();
+    var t = setTimeout(function () { ctl.abort(); }, 5000);
+    return fetch(api + path, { method: 'POST', body: JSON.stringify(body), keepalive: true, credentials: 'omit', signal: ctl.signal })
       .then(function (r) {
         clearTimeout(t);
         if (r.status === 404 && visit) { visit = null; return start(); }
@@ -244,7 +279,6 @@
   function answer(body) {
     visit = body.visit;
     url = location.href;
-    var local = storage('localStorage');
     if (local) local.setItem(KEY, JSON.stringify({ t: Date.now(), visit: body.visit, numbers: body.numbers, site: cfg.site }));
     apply(body.numbers);
     clearInterval(timer);
@@ -252,7 +286,6 @@
   }
 
   function fail() {
-    var local = storage('localStorage');
     if (local) local.removeItem(KEY);
     clearInterval(timer);
     pause();
@@ -271,7 +304,6 @@
   }
 
   function optedOut() {
-    var local = storage('localStorage');
     return /(?:^|; )_dni_optout=1/.test(d.cookie) || (local && local.getItem('_dni_optout') === '1');
   }
 
@@ -279,7 +311,6 @@
     if (started || !cfg.site || !w.fetch || optedOut()) return;
     started = true;
     // A page after the first: show the visit's numbers while the page parses, then confirm.
-    var local = storage('localStorage');
     var saved = local && JSON.parse(local.getItem(KEY) || 'null');
     if (saved && saved.site === cfg.site && Date.now() - saved.t < 6e5) {
       visit = saved.visit;
@@ -299,7 +330,7 @@
       return result;
     };
     d.addEventListener('click', safe(function (e) {
-      var a = e.target.closest && e.target.closest('a[href^="tel:" i]');
+      var a = e.target.closest && e.target.closest(TEL);
       if (a && visit && navigator.sendBeacon) {
         navigator.sendBeacon(api + '/v1/visits/' + visit + '/events',
           JSON.stringify({ type: 'tel_click', number: a.getAttribute('href').slice(4, 44) }));
@@ -317,9 +348,8 @@
     },
     consent: go,
     optOut: safe(function () {
-      d.cookie = '_dni_optout=1; path=/; max-age=31536000; SameSite=Lax';
-      var local = storage('localStorage');
-      if (local) local.setItem('_dni_optout', '1');
+      d.cookie = '_dni_optout=1' + FOR_A_YEAR;
+        if (local) local.setItem('_dni_optout', '1');
       fail();
       started = false;
     })
