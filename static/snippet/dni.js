@@ -5,13 +5,12 @@
  * also swap their alt/title/aria-label/href/content attributes.
  * It never throws into the page: on any failure the shop's own numbers stay or come back. */
 (function (w, d) {
-  'use strict';
   if (w.DNI) return;
   var script = d.currentScript || {};
   var cfg = script.dataset || {};
   var api = (cfg.api || new URL(script.src || location.href).origin).replace(/\/$/, '');
-  var SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|INPUT|SELECT|OPTION|TEMPLATE|IFRAME|SVG|HEAD|TITLE)$/;
-  var INLINE = /^(A|B|I|U|S|Q|EM|TT|BIG|SUB|SUP|SPAN|FONT|MARK|ABBR|CODE|TIME|LABEL|SMALL|STRONG)$/;
+  var SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|INPUT|SELECT|HEAD|TITLE)$/;
+  var INLINE = /^(A|B|I|U|S|Q|EM|SUB|SUP|SPAN|FONT|MARK|ABBR|CODE|TIME|LABEL|SMALL|STRONG)$/;
   // On text made ASCII: the separators printed between digits, and what may follow a number:
   // the shop's own extension ("转 8015", "ext. 8015", "x8015", "-8015"; in a tel: link ",,8015",
   // ";ext=8015"), hours ("(9:00-18:00)", " 8:00"), another number after a space, or anything
@@ -28,7 +27,7 @@
   var visit = null;
   var numbers = [];
   var url = '';
-  var patterns = {};  // target -> [RegExp, length of its country code]
+  var patterns = [];  // for each number: [RegExp of its target, length of its country code]
   var original = new Map();  // node -> text or {attr: value} before we touched it
   var listeners = [];
   var timer = 0;
@@ -58,14 +57,15 @@
     return text.replace(/\D/g, '');
   }
 
-  // A target number as printed, as a pattern: +CC, 00CC, +CC (0) or the country's trunk prefix
-  // (1 in North America, 8 in Russia, else 0: 010-…, 020 7946 …) or nothing, then the national
-  // number, with separators between any two digits. The country code decides where it starts.
+  // A target number as printed, as a pattern: +CC, 00CC, the country's trunk prefix (1 in North
+  // America, 8 in Russia, else 0: 010-…, 020 7946 …, also "+44 (0)20 …") or nothing, then the
+  // national number, with separators between any two digits. The country code decides where
+  // the national number starts.
   function pattern(e164) {
     var all = digits(e164);
     var cc = (all.match(/^(1|7|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/) || [all.slice(0, 3)])[0];
     var s = SEP + '{0,2}';
-    return [RegExp('(\\+' + cc + s + '(\\(0\\)' + s + ')?|00' + cc + s + '|' + (cc === '1' ? 1 : cc === '7' ? 8 : 0) + s + ')?' +
+    return [RegExp('(\\+' + cc + s + '|00' + cc + s + '|' + ({ 1: 1, 7: 8 }[cc] || 0) + s + '|)' +
       all.slice(cc.length).split('').join(s), 'g'), cc.length];
   }
 
@@ -75,18 +75,14 @@
   function find(text) {
     var found = [];
     var plain = ascii(text);
-    numbers.forEach(function (n) {
-      var p = patterns[n.target] || (patterns[n.target] = pattern(n.target));
-      var re = p[0];
-      var m;
-      re.lastIndex = 0;
-      while ((m = re.exec(plain))) {
-        var s = m.index;
-        var e = s + m[0].length;
+    numbers.forEach(function (n, i) {
+      var p = patterns[i];
+      plain.replace(p[0], function (match, prefix, s) {
+        var e = s + match.length;
         var rest = plain.slice(e);
         var own = EXT.test(rest);
-        if (START.test(plain.slice(0, s)) || !(own || END.test(rest))) continue;
-        var write = digits(m[1] || '') + digits(n.number).slice(p[1]);
+        if (START.test(plain.slice(0, s)) || !(own || END.test(rest))) return;
+        var write = digits(prefix) + digits(n.number).slice(p[1]);
         var k = 0;
         found.push({
           s: s,
@@ -97,7 +93,7 @@
           }) + write.slice(k),
           n: n
         });
-      }
+      });
     });
     return found;
   }
@@ -167,7 +163,7 @@
     if (text && !href && saved.href) { a.setAttribute('href', saved.href); delete saved.href; }
     if (href && !text) {
       texts(block(a), function (t) {
-        if (original.has(t)) { t.nodeValue = original.get(t); original.delete(t); }
+        if (original.has(t)) unswap(original.get(t), t);
       });
     }
   }
@@ -206,19 +202,21 @@
       });
       swapBlock(group);
     });
-    [top].concat([].slice.call(top.querySelectorAll(SEL))).forEach(function (el) {
+    [top, ...top.querySelectorAll(SEL)].forEach(function (el) {
       if (!el.matches(SEL) || skipped(el)) return;
       swapAttrs(el);
       if (el.matches(TEL)) agree(el);
     });
   }
 
+  function unswap(value, node) {
+    if (typeof value === 'string') node.nodeValue = value;
+    else for (var name in value) node.setAttribute(name, value[name]);
+    original.delete(node);
+  }
+
   function restore() {
-    original.forEach(function (value, node) {
-      if (typeof value === 'string') node.nodeValue = value;
-      else for (var name in value) node.setAttribute(name, value[name]);
-    });
-    original.clear();
+    original.forEach(unswap);
   }
 
   function apply(list) {
@@ -227,6 +225,7 @@
     pause();
     restore();
     numbers = list;
+    patterns = list.map(function (n) { return pattern(n.target); });
     scan(d.body || d.documentElement);
     watch();
     if (numbers.length) listeners.forEach(function (fn) { safe(fn)(numbers.slice()); });
@@ -235,7 +234,7 @@
   function pause() { if (observer) observer.disconnect(); }
 
   function watch() {
-    if (!w.MutationObserver || !numbers.length) return;
+    if (!numbers.length) return;
     observer = observer || new MutationObserver(safe(function (records) {
       pause();  // our own edits must not come back to us
       records.forEach(function (r) {
@@ -251,7 +250,7 @@
   function visitorId() {
     var found = d.cookie.match(/(?:^|; )_dni_v=([\w.-]{8,64})/);
     var id = (found && found[1]) || (local && local.getItem('_dni_v')) ||
-      'v' + Date.now().toString(36) + Math.random().toString(36).slice(2, 12);
+      'v' + Math.random().toString(36).slice(2) + Date.now().toString(36);
     var labels = location.hostname.split('.');
     // The shortest parent domain that accepts a cookie is the registrable one: never com.cn.
     for (var i = labels.length - 2; i >= -1; i--) {
@@ -264,11 +263,11 @@
   }
 
   function send(path, body) {
+    // Same-origin credentials only (the default): the API never sees the shop's cookies.
     var ctl = new AbortController();
-    var t = setTimeout(function () { ctl.abort(); }, 5000);
-    return fetch(api + path, { method: 'POST', body: JSON.stringify(body), keepalive: true, credentials: 'omit', signal: ctl.signal })
+    setTimeout(function () { ctl.abort(); }, 5000);  // a no-op once the answer is in
+    return fetch(api + path, { method: 'POST', body: JSON.stringify(body), keepalive: true, signal: ctl.signal })
       .then(function (r) {
-        clearTimeout(t);
         if (r.status === 404 && visit) { visit = null; return start(); }
         if (!r.ok) throw r.status;
         return r.json().then(answer);
@@ -311,7 +310,7 @@
     if (started || !cfg.site || !w.fetch || optedOut()) return;
     started = true;
     // A page after the first: show the visit's numbers while the page parses, then confirm.
-    var saved = local && JSON.parse(local.getItem(KEY) || 'null');
+    var saved = local && JSON.parse(local.getItem(KEY));
     if (saved && saved.site === cfg.site && Date.now() - saved.t < 6e5) {
       visit = saved.visit;
       apply(saved.numbers);
@@ -325,13 +324,12 @@
     });
     var push = history.pushState;
     history.pushState = function () {
-      var result = push.apply(this, arguments);
-      safe(beat)();
-      return result;
+      setTimeout(safe(beat));  // once the new URL is in place
+      return push.apply(this, arguments);
     };
     d.addEventListener('click', safe(function (e) {
-      var a = e.target.closest && e.target.closest(TEL);
-      if (a && visit && navigator.sendBeacon) {
+      var a = e.target.closest(TEL);
+      if (a && visit) {
         navigator.sendBeacon(api + '/v1/visits/' + visit + '/events',
           JSON.stringify({ type: 'tel_click', number: a.getAttribute('href').slice(4, 44) }));
       }
@@ -342,8 +340,7 @@
     rescan: safe(function () { pause(); scan(d.body); watch(); }),
     numbers: function () { return numbers.slice(); },
     onSwap: function (fn) {
-      if (typeof fn !== 'function') return;
-      listeners.push(fn);
+      listeners.push(fn);  // safe() below makes anything but a function harmless
       if (numbers.length) safe(fn)(numbers.slice());
     },
     consent: go,
