@@ -39,13 +39,16 @@ SNAPSHOT = """([swaps, keeps, scripts]) => {
   const grab = ({css, attr}) => [...document.querySelectorAll(css)].map(
     el => attr ? el.getAttribute(attr) : squash(el.textContent));
   const box = el => { const r = el.getBoundingClientRect(); return [r.height, r.top]; };
+  const all = s => [...document.querySelectorAll(s.css)];
   return {
     text: squash(document.body.textContent),
     swaps: swaps.map(grab),
     keeps: keeps.map(grab),
     layout: [document.documentElement.scrollHeight,
-             ...swaps.filter(s => s.css).flatMap(s => [...document.querySelectorAll(s.css)].map(box))],
-    scripts: scripts.map(check => { try { return !!eval(check); } catch (e) { return String(e); } }),
+             ...swaps.filter(s => s.css).flatMap(s => all(s).map(box))],
+    scripts: scripts.map(check => {
+      try { return !!eval(check); } catch (e) { return String(e); }
+    }),
   };
 }"""
 
