@@ -152,9 +152,7 @@ def load(context: BrowserContext, url: str, data: dict[str, Any], snippet: bool)
     page.wait_for_timeout(600)  # the page's own late scripts, and the swaps they cause
     swaps = [{"css": s.get("css"), "attr": s.get("attr")} for s in data["must_swap"]]
     keeps = [{"css": k.get("css"), "attr": k.get("attr")} for k in data["must_keep"]]
-    snap = page.evaluate(
-        SNAPSHOT, [swaps, [k for k in keeps if k["css"]], data["scripts"]]
-    )
+    snap = page.evaluate(SNAPSHOT, [swaps, [k for k in keeps if k["css"]], data["scripts"]])
     page.close()
     return snap, sorted(errors)
 
