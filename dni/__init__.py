@@ -28,6 +28,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dni.sites import SiteDirectory
     from dni.visits import RateLimit, Stores, Visits
     from dni.web import api, calls, errors, reads, snippet
+    from dni.web.inputs import install_body_limits
     from dni.web.runtime import Runtime
 
     options = dict(overrides or {})
@@ -63,6 +64,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
         app.register_blueprint(demo.bp)
     errors.register(app)
+    install_body_limits(app)  # once every route is registered
 
     if settings.flush_seconds > 0:
         regions = IpRegions(settings.geoip_path)

@@ -132,6 +132,10 @@ def load(file: Path) -> None:
         f"{report.numbers_added} number(s) added, {report.numbers_retired} retired, "
         f"{report.pools_retired} pool(s) retired"
     )
+    if report.warnings:
+        click.echo(f"{file}: {len(report.warnings)} warning(s)", err=True)
+        for path, problem in report.warnings.items():
+            click.echo(f"  {path}: {problem}", err=True)
 
 
 @main.command()

@@ -63,6 +63,8 @@ class Site(Base):
     timezone: Mapped[str] = mapped_column(String(64), default="Asia/Shanghai")
     country: Mapped[str] = mapped_column(String(2), default="CN")
     forward_to_e164: Mapped[str | None] = mapped_column(String(20))
+    # Dialled once forward_to answers ("" for none): a desk of the shop's 400 number.
+    forward_to_extension: Mapped[str] = mapped_column(String(8), default="")
     # Secrets are stored as written in the sites file: a literal or an "env:NAME" reference.
     twilio_auth_token: Mapped[str | None] = mapped_column(String(200))
     cdr_secret: Mapped[str | None] = mapped_column(String(200))

@@ -28,6 +28,14 @@ DOMAIN = re.compile(
     r"(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
 )
 EXTENSION = re.compile(r"[0-9]{1,8}")
+# How forward_to may name an extension of the shop's number, the unambiguous ways only:
+# "400-888-1234 转 8015", "… 分机 8015", "… ext. 8015", "… x8015", "+864008881234,,8015" (as
+# dialled), "…;ext=8015" (RFC 3966). "…-8015" is not one: it reads as more digits.
+FORWARD_EXTENSION = re.compile(
+    r"(?P<number>.+?)\s*(?:转|分机|ext\.?|x|,,|;ext=)\s*(?P<extension>.*)", re.IGNORECASE
+)
+PLAIN_NUMBER = re.compile(r"\+?[0-9 ().-]+")
+SHORT_LEASE = 60
 PARAM = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 SECRET = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|[^\s]{8,200}")
 OVERFLOW = ("fallback", "share")
@@ -72,6 +80,7 @@ class SiteSpec:
     timezone: str
     country: str
     forward_to_e164: str | None
+    forward_to_extension: str  # "" when calls ring the number itself
     twilio_auth_token: str | None
     cdr_secret: str | None
     keyword_param: str | None
@@ -85,6 +94,8 @@ class LoadReport:
     numbers_added: int = 0
     numbers_retired: int = 0
     pools_retired: int = 0
+    # Settings that load but deserve a second look, by path like ConfigError's fields.
+    warnings: dict[str, str] = field(default_factory=dict)
 
 
 class _Checker:
@@ -125,6 +136,22 @@ class _Checker:
         except ValueError as exc:
             self.fail(path, str(exc))
             return None
+
+    def forward(self, path: str, value: Any, country: str) -> tuple[str | None, str]:
+        """The number calls ring and the extension to dial once it answers ("" for none)."""
+        raw = self.string(path, value, required=False)
+        if raw is None:
+            return None, ""
+        written = FORWARD_EXTENSION.fullmatch(raw.strip())
+        number, extension = (written["number"], written["extension"]) if written else (raw, "")
+        if written and not EXTENSION.fullmatch(extension):
+            self.fail(path, f"invalid extension {extension!r} in {raw!r}: 1 to 8 digits")
+            return None, ""
+        if not PLAIN_NUMBER.fullmatch(number.strip()):
+            marks = '"转", "分机", "ext.", "x", ",," or ";ext="'
+            self.fail(path, f"{raw!r}: write an extension after one of {marks}")
+            return None, ""
+        return self.phone(path, number, country), extension
 
     def integer(self, path: str, value: Any, default: int, low: int, high: int) -> int:
         if value is None:
@@ -239,13 +266,17 @@ def _parse_site(check: _Checker, index: int, raw: Any) -> SiteSpec | None:
         check.fail(f"{path}.source_number", "must be [[site.source_number]] tables")
         sources = []
     name = raw.get("name", key)
+    forward_to, forward_extension = check.forward(
+        f"{path}.forward_to", raw.get("forward_to"), country
+    )
     return SiteSpec(
         key=key,
         name=name if isinstance(name, str) else key,
         domains=tuple(clean_domains),
         timezone=timezone,
         country=country,
-        forward_to_e164=check.phone(f"{path}.forward_to", raw.get("forward_to"), country, False),
+        forward_to_e164=forward_to,
+        forward_to_extension=forward_extension,
         twilio_auth_token=check.string(
             f"{path}.twilio_auth_token", raw.get("twilio_auth_token"), SECRET, required=False
         ),
@@ -293,12 +324,17 @@ def _parse_pool(check: _Checker, site: str, index: int, raw: Any, country: str) 
         check.fail(f"{path}.numbers", "a pool needs numbers or extensions")
     if len(slots) > MAX_SLOTS:
         check.fail(f"{path}.numbers", f"more than {MAX_SLOTS} slots")
-    lease = check.integer(f"{path}.lease_seconds", raw.get("lease_seconds"), 1800, 60, 86_400)
+    # Short leases are for staging sites and end-to-end tests of a call flow (load warns).
+    lease = check.integer(f"{path}.lease_seconds", raw.get("lease_seconds"), 1800, 1, 86_400)
     heartbeat = check.integer(
-        f"{path}.heartbeat_seconds", raw.get("heartbeat_seconds"), 60, 10, 3600
+        f"{path}.heartbeat_seconds", raw.get("heartbeat_seconds"), 60, 1, 3600
     )
     if heartbeat * 2 > lease:
-        check.fail(f"{path}.heartbeat_seconds", "must be at most half of lease_seconds")
+        check.fail(
+            f"{path}.heartbeat_seconds",
+            f"{heartbeat} is more than half of lease_seconds ({lease}): a lease must outlast "
+            "a missed heartbeat",
+        )
     overflow = raw.get("overflow", "fallback")
     if overflow not in OVERFLOW:
         check.fail(f"{path}.overflow", f"must be one of {', '.join(OVERFLOW)}, not {overflow!r}")
@@ -366,7 +402,7 @@ def _check_unique(check: _Checker, specs: list[SiteSpec]) -> None:
 
 def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadReport:
     """Create or update sites to match `specs`; retire pools and numbers they no longer list."""
-    report = LoadReport()
+    report = LoadReport(warnings=_warnings(specs))
     _check_other_sites(session, specs)
     moved: list[Site] = []
     for spec in specs:
@@ -388,6 +424,7 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
         site.timezone = spec.timezone
         site.country = spec.country
         site.forward_to_e164 = spec.forward_to_e164
+        site.forward_to_extension = spec.forward_to_extension
         site.twilio_auth_token = spec.twilio_auth_token
         site.cdr_secret = spec.cdr_secret
         site.keyword_param = spec.keyword_param
@@ -400,6 +437,19 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
     for site in moved:
         visitcounts.recount(session, site.id)
     return report
+
+
+def _warnings(specs: list[SiteSpec]) -> dict[str, str]:
+    """Valid settings that are probably not meant for a live shop."""
+    return {
+        f"site[{site.key}].pool[{pool.name}].lease_seconds": (
+            f"{pool.lease_seconds} s is under {SHORT_LEASE} s: a visitor's number changes while "
+            "they read it (fine for staging and tests)"
+        )
+        for site in specs
+        for pool in site.pools
+        if pool.lease_seconds < SHORT_LEASE
+    }
 
 
 def _check_other_sites(session: Session, specs: list[SiteSpec]) -> None:
@@ -501,7 +551,11 @@ def _export_site(site: Site) -> dict[str, Any]:
         "country": site.country,
     }
     optional = {
-        "forward_to": site.forward_to_e164,
+        "forward_to": (
+            f"{site.forward_to_e164};ext={site.forward_to_extension}"
+            if site.forward_to_e164 and site.forward_to_extension
+            else site.forward_to_e164
+        ),
         "twilio_auth_token": site.twilio_auth_token,
         "cdr_secret": site.cdr_secret,
         "keyword_param": site.keyword_param,

@@ -94,6 +94,8 @@ class SiteConfig:
     pools: tuple[PoolConfig, ...]
     source_numbers: tuple[SourceConfig, ...]
     forward_to_e164: str | None = None
+    # Dialled once forward_to answers ("" for none): a 400 number's extension.
+    forward_to_extension: str = ""
     # Secrets as written in the sites file: a literal or an "env:NAME" reference.
     twilio_auth_token: str | None = None
     cdr_secret: str | None = None
@@ -131,6 +133,7 @@ def _snapshot(site: Site, slots: Mapping[int, dict[int, Slot]]) -> SiteConfig:
         pools=pools,
         source_numbers=sources,
         forward_to_e164=site.forward_to_e164,
+        forward_to_extension=site.forward_to_extension,
         twilio_auth_token=site.twilio_auth_token,
         cdr_secret=site.cdr_secret,
         pools_by_id={p.id: p for p in pools},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -64,6 +65,18 @@ def test_an_old_schema_is_upgraded_on_sqlite_and_refused_on_a_server(database_ur
             assert result.exit_code == 0, result.output
         else:  # shared: the operator's step
             assert result.exit_code == 1
-            assert "revision 0002, this dni needs 0003: run `dni db upgrade`" in result.output
+            assert "revision 0002, this dni needs 0004: run `dni db upgrade`" in result.output
     finally:
         upgrade_database(database_url)
+
+
+@pytest.mark.usefixtures("env", "sessions")
+def test_load_warns_of_a_short_lease_and_still_loads(tmp_path: Path) -> None:
+    sites = tmp_path / "sites.toml"
+    short = shop_toml().replace("lease_seconds = 1800", "lease_seconds = 2\nheartbeat_seconds = 1")
+    sites.write_text(short, encoding="utf-8")
+    result = CliRunner().invoke(main, ["load", str(sites)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("loaded 1 site(s): shop;")
+    assert f"{sites}: 1 warning(s)" in result.stderr
+    assert "  site[shop].pool[paid].lease_seconds: 2 s is under 60 s" in result.stderr

@@ -41,7 +41,7 @@ target = "400-888-1234"
 numbers = ["400-100-0001", "not a number", "400-100-0001"]
 extensions = "90-10"
 match = { planet = "mars" }
-lease_seconds = 5
+lease_seconds = 0
 overflow = "panic"
 """
 
@@ -66,6 +66,52 @@ def test_every_error_is_reported_with_site_field_and_value() -> None:
     assert expected <= set(errors), errors
     assert "Mars/Olympus" in errors["site[#0].timezone"]
     assert "panic" in errors["site[#0].pool[paid].overflow"]
+
+
+def with_lease(lease: int, heartbeat: int | None = None) -> str:
+    """The shop file with its paid pool's lease (and heartbeat) changed."""
+    timing = f"lease_seconds = {lease}" + (
+        f"\nheartbeat_seconds = {heartbeat}" if heartbeat is not None else ""
+    )
+    return shop_toml().replace("lease_seconds = 1800", timing)
+
+
+def test_a_lease_of_seconds_loads_with_a_warning(sessions: sessionmaker[Session]) -> None:
+    report = load_toml(sessions, with_lease(2, heartbeat=1))
+    assert report.sites == ["shop"]
+    assert list(report.warnings) == ["site[shop].pool[paid].lease_seconds"]
+    assert "2 s is under 60 s" in report.warnings["site[shop].pool[paid].lease_seconds"]
+    with sessions() as session:
+        pool = session.scalars(select(Pool).where(Pool.name == "paid")).one()
+        assert (pool.lease_seconds, pool.heartbeat_seconds) == (2, 1)
+
+
+def test_a_lease_of_a_minute_or_more_loads_without_warnings(
+    sessions: sessionmaker[Session],
+) -> None:
+    assert load_toml(sessions, with_lease(60, heartbeat=30)).warnings == {}
+
+
+@pytest.mark.parametrize(("lease", "heartbeat"), [(2, 2), (60, 31), (30, None)])
+def test_a_heartbeat_over_half_the_lease_is_refused(lease: int, heartbeat: int | None) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_sites(with_lease(lease, heartbeat))
+    assert set(caught.value.fields) == {"site[shop].pool[paid].heartbeat_seconds"}
+    assert (
+        f"more than half of lease_seconds ({lease})"
+        in caught.value.fields["site[shop].pool[paid].heartbeat_seconds"]
+    )
+
+
+@pytest.mark.parametrize(("lease", "heartbeat", "field"), [
+    (0, 1, "lease_seconds"), (-5, 1, "lease_seconds"), (10, 0, "heartbeat_seconds"),
+])  # fmt: skip
+def test_a_lease_or_heartbeat_under_a_second_is_refused(
+    lease: int, heartbeat: int, field: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_sites(with_lease(lease, heartbeat))
+    assert f"site[shop].pool[paid].{field}" in caught.value.fields
 
 
 def test_invalid_toml_is_a_config_error() -> None:

@@ -65,10 +65,18 @@ def call_report(form: Mapping[str, str], now: datetime) -> CallRecord:
     )
 
 
-def forward(forward_to: str, status_url: str) -> str:
-    """TwiML: ring the shop's number, record from answer, report the leg's progress."""
+# Before an extension's digits: 2 s ("w" is half a second) for the shop's IVR to start listening.
+EXTENSION_PAUSE = "wwww"
+
+
+def forward(forward_to: str, status_url: str, extension: str = "") -> str:
+    """TwiML: ring the shop's number (then dial its extension), record from answer, report the
+    leg's progress."""
     response = VoiceResponse()
     dial = Dial(
+        # The caller's leg is answered only when the shop's is, so digits the caller's own
+        # phone sends after its pause (a tapped `tel:4008881234,,8015`) reach the shop's IVR
+        # once it answers instead of being lost while it rings.
         answer_on_bridge=True,
         timeout=25,
         record="record-from-answer",
@@ -79,6 +87,7 @@ def forward(forward_to: str, status_url: str) -> str:
     )
     dial.number(
         forward_to,
+        send_digits=EXTENSION_PAUSE + extension if extension else None,  # None: no attribute
         status_callback=status_url,
         status_callback_event="initiated ringing answered completed",
         status_callback_method="POST",

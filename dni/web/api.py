@@ -14,13 +14,15 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from dni.errors import Forbidden, NotFound
 from dni.sites import SiteConfig
 from dni.visits import EVENT_TYPES, VisitAnswer, VisitInput
-from dni.web.inputs import Fields, read_json_object
+from dni.web.inputs import Fields, body_limit, read_json_object
 from dni.web.runtime import runtime
 
 bp = Blueprint("api", __name__)
 
 SITE_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 VISITOR = re.compile(r"[A-Za-z0-9_.-]{8,64}")
+# The snippet's JSON bodies: DNI_MAX_BODY_BYTES (16 KiB by default).
+snippet_body = body_limit(lambda settings: settings.max_body_bytes)
 
 
 def _allowed_origin(site: SiteConfig) -> str | None:
@@ -48,9 +50,10 @@ def _respond(answer: VisitAnswer, origin: str | None) -> Response:
 
 
 @bp.post("/v1/visits")
+@snippet_body
 def create_visit() -> Response:
     rt = runtime()
-    fields = Fields(read_json_object(request, rt.settings.max_body_bytes))
+    fields = Fields(read_json_object())
     site_key = fields.text("site", max_len=64, pattern=SITE_KEY)
     visitor = fields.text("visitor", max_len=64, pattern=VISITOR)
     url = fields.url("url")
@@ -73,9 +76,10 @@ def create_visit() -> Response:
 
 
 @bp.post("/v1/visits/<visit>/heartbeat")
+@snippet_body
 def heartbeat(visit: str) -> Response:
     rt = runtime()
-    fields = Fields(read_json_object(request, rt.settings.max_body_bytes))
+    fields = Fields(read_json_object())
     url = fields.url("url", required=False)
     fields.check()
     site = rt.visits.site_of(visit)
@@ -84,9 +88,10 @@ def heartbeat(visit: str) -> Response:
 
 
 @bp.post("/v1/visits/<visit>/events")
+@snippet_body
 def record_event(visit: str) -> Response:
     rt = runtime()
-    fields = Fields(read_json_object(request, rt.settings.max_body_bytes))
+    fields = Fields(read_json_object())
     kind = fields.text("type", max_len=32)
     if kind and kind not in EVENT_TYPES:
         fields.errors["type"] = f"must be one of {', '.join(EVENT_TYPES)}"

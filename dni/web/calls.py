@@ -11,11 +11,14 @@ from dni.calls import record_call
 from dni.errors import Forbidden, NotFound
 from dni.providers import cdr, presets, twilio
 from dni.sites import SiteConfig
-from dni.web.inputs import TooLarge
+from dni.web.inputs import body_limit
 from dni.web.runtime import runtime
 
 bp = Blueprint("calls", __name__)
+# Checked before the body is read (dni.web.inputs): a batch of up to 1,000 CDRs fits in 2 MiB;
+# Twilio's own requests are a few KB.
 MAX_CDR_BYTES = 2 * 1024 * 1024
+MAX_TWILIO_BYTES = 64 * 1024
 
 
 def _site(key: str) -> SiteConfig:
@@ -33,11 +36,10 @@ def _secret(site: SiteConfig, name: str) -> str:
 
 
 @bp.post("/v1/calls/cdr/<site_key>")
+@body_limit(MAX_CDR_BYTES)
 def cdr_push(site_key: str) -> tuple[Response, int]:
     rt = runtime()
     site = _site(site_key)
-    if (request.content_length or 0) > MAX_CDR_BYTES:
-        raise TooLarge(f"request body over {MAX_CDR_BYTES} bytes")
     body = request.get_data(cache=False)
     headers = request.headers
     cdr.verify(
@@ -55,6 +57,7 @@ def cdr_push(site_key: str) -> tuple[Response, int]:
 
 
 @bp.post("/v1/calls/cdr/<site_key>/<preset_name>")
+@body_limit(MAX_CDR_BYTES)
 def cdr_preset(site_key: str, preset_name: str) -> tuple[Response, int]:
     """A provider's own push format; answered with the reply that provider expects."""
     rt = runtime()
@@ -63,8 +66,6 @@ def cdr_preset(site_key: str, preset_name: str) -> tuple[Response, int]:
     if preset is None:
         known = ", ".join(presets.PRESETS)
         raise NotFound(f"unknown preset; known: {known}", {"preset": preset_name})
-    if (request.content_length or 0) > MAX_CDR_BYTES:
-        raise TooLarge(f"request body over {MAX_CDR_BYTES} bytes")
     headers = cast(Mapping[str, str], request.headers)  # case-insensitive lookups
     presets.verify(preset, _secret(site, "cdr_secret"), headers, request.args, rt.now())
     records = presets.parse_preset(preset, request.get_data(cache=False))
@@ -95,6 +96,7 @@ def _twilio_report(site: SiteConfig) -> None:
 
 
 @bp.post("/v1/calls/twilio/<site_key>/voice")
+@body_limit(MAX_TWILIO_BYTES)
 def twilio_voice(site_key: str) -> Response:
     site = _site(site_key)
     _twilio_report(site)
@@ -104,11 +106,12 @@ def twilio_voice(site_key: str) -> Response:
         current_app.logger.error("site %s has no forward_to: the call is hung up", site.key)
         twiml = twilio.hang_up()
     else:
-        twiml = twilio.forward(site.forward_to_e164, status_url)
+        twiml = twilio.forward(site.forward_to_e164, status_url, site.forward_to_extension)
     return Response(twiml, mimetype="text/xml")
 
 
 @bp.post("/v1/calls/twilio/<site_key>/status")
+@body_limit(MAX_TWILIO_BYTES)
 def twilio_status(site_key: str) -> Response:
     _twilio_report(_site(site_key))
     return Response(twilio.nothing_more(), mimetype="text/xml")
