@@ -1,8 +1,8 @@
 """Attribution (DESIGN §4): which visit earned a call, how it was decided, and how sure we are.
 
-Runs on SQL only, after the lease history has been flushed: deterministic, so re-running it
-over a period changes nothing unless the data did. Nothing is silently guessed: a tie leaves
-the call `ambiguous` with its candidates.
+Runs on SQL only, once every lease that could explain a call has been flushed there (the flush
+watermark, `ready_by`); deterministic, so re-running it over a period changes nothing unless the
+data did. Nothing is silently guessed: a tie leaves the call `ambiguous` with its candidates.
 
 Calls are attributed in batches: `Evidence.load` reads everything the rules may consult for a
 batch (source numbers, slots, leases, tel taps, the callers' earlier calls) in a few queries,
@@ -44,6 +44,11 @@ REGION = 30.0
 CONFIDENCE = {"source": 1.0, "session": 0.95, "session_tap": 0.99, "shared_tap": 0.85,
               "shared_recent": 0.7, "shared_region": 0.75, "handed_over": 0.85,
               "repeat_caller": 0.6}  # fmt: skip
+# How far past a call the flush watermark must be before the call is decided. Lease starts are
+# stamped by the web nodes' clocks, the watermark by the flushing node's and a call's start by
+# its provider's; this covers their disagreement and the moment between a web node reading its
+# clock and its lease start reaching Redis.
+CLOCK_MARGIN = timedelta(seconds=2)
 BATCH = 5000  # calls attributed per Evidence load
 IN_LIMIT = 500  # values per SQL IN (...) list
 
@@ -513,11 +518,24 @@ def attribute_calls(
     return results
 
 
+def ready_by(watermark: datetime) -> ColumnElement[bool]:
+    """The calls this flush watermark vouches for (every lease that could cover one is in SQL):
+    those started before it, less CLOCK_MARGIN, or stored before it. A lease is taken before its
+    call is made and the call is made before it is stored, so a call a provider's clock dates in
+    the future waits no longer than one stored on time."""
+    until = watermark - CLOCK_MARGIN
+    return or_(Call.started_at <= until, Call.updated_at <= until)
+
+
 def attribute_pending(
-    session: Session, regions: IpRegions | None = None, limit: int = BATCH
+    session: Session,
+    until: datetime,
+    regions: IpRegions | None = None,
+    limit: int = BATCH,
 ) -> int:
-    """Attribute calls that have not been attributed yet, oldest first."""
-    calls = _facts(session, Call.attribution_method.is_(None), limit)
+    """Attribute the calls not attributed yet that the flush watermark `until`
+    (`dni.history.flush_watermark`) is `ready_by`, oldest first: the others wait."""
+    calls = _facts(session, Call.attribution_method.is_(None) & ready_by(until), limit)
     attribute_calls(session, calls, regions)
     return len(calls)
 

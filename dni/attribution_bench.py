@@ -232,9 +232,10 @@ def _replay(visits: list[SimVisit], scratch: Scratch, regions: IpRegions | None)
         if answer is not None and answer.numbers:
             slot = answer.numbers[0]
             shown[v.index] = (slot.number_e164, slot.extension or "")
-    flush_history(stores, events[-1][0] + timedelta(hours=3))
+    flushed_at = events[-1][0] + timedelta(hours=3)
+    flush_history(stores, flushed_at)
     with sessions.begin() as session:
-        while attribute_pending(session, regions):
+        while attribute_pending(session, flushed_at, regions):
             pass
     score = Score()
     with sessions() as session:

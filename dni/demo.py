@@ -81,5 +81,6 @@ def add_demo_calls(stores: Stores, site: SiteConfig, now: datetime) -> int:
         )  # fmt: skip
         with stores.sessions.begin() as session:
             record_call(session, site, record, now)
+    flush_history(stores, now)
     with stores.sessions.begin() as session:
-        return attribute_pending(session)
+        return attribute_pending(session, now)

@@ -4,7 +4,9 @@ heartbeat timestamps and page views.
 The hot endpoints only write Redis. Each web worker runs a `Flusher` thread that calls
 `flush_history` every few seconds; any number may run at once. Pending rows are removed from
 Redis only after SQL has committed them, and inserts ignore rows already stored, so a crash at
-any point loses nothing and stores nothing twice.
+any point loses nothing and stores nothing twice. Each flush then moves the flush watermark
+(`flush_watermark`): the moment up to which every lease start and event is in SQL, which
+attribution waits for.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dni import visitcounts
 from dni.models import Lease, Pool, Site, TrackingNumber, Visit, VisitEvent
-from dni.pools import KEY_NAMES, as_text, drain, pool_keys
+from dni.pools import KEY_NAMES, RedisClient, as_text, drain, pool_keys, to_ms
 from dni.visits import Stores, site_prefix
 
 log = logging.getLogger(__name__)
@@ -33,6 +35,11 @@ FLUSH_LOCK = "dni:flush:lock"
 LOCK_SECONDS = 60
 # How long a lease start or event may wait in Redis for its visit row before it is dropped.
 ORPHAN_SECONDS = 600
+# A sorted set of one member whose score is the watermark in ms: `ZADD ... GT` moves it forward
+# only, atomically, even if two flushes overlap (a lock that expired under a slow one).
+WATERMARK = "dni:flush:watermark"
+WATERMARK_MEMBER = "flushed"
+WATERMARK_TTL = 7 * 24 * 3600  # refreshed by every flush; gone only when none ran for a week
 
 
 @dataclass(frozen=True)
@@ -60,8 +67,24 @@ def _insert_new(connection: Connection, table: Table, rows: list[dict[str, Any]]
     return set(inserted.scalars())
 
 
+def flush_watermark(client: RedisClient) -> datetime | None:
+    """The moment up to which every lease start and visit event queued in Redis is in SQL
+    (stamped by the clock of the node that flushed); None until a flush has recorded one."""
+    score = client.zscore(WATERMARK, WATERMARK_MEMBER)
+    return None if score is None else _moment(score)
+
+
+def _record_watermark(client: RedisClient, at: datetime) -> None:
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(WATERMARK, {WATERMARK_MEMBER: to_ms(at)}, gt=True)
+    pipe.expire(WATERMARK, WATERMARK_TTL)
+    pipe.execute()
+
+
 def flush_history(stores: Stores, now: datetime | None = None) -> Flushed:
     """Write everything pending in Redis to SQL; nothing is removed before it is committed.
+    Then move the flush watermark to `now` (the wall clock by default), or to the earliest row
+    left waiting for its visit.
 
     One flush runs at a time across all workers and nodes (a Redis lock); the others skip.
     """
@@ -75,10 +98,14 @@ def flush_history(stores: Stores, now: datetime | None = None) -> Flushed:
 
 
 def _flush(stores: Stores, now: datetime) -> Flushed:
+    # `now` is the watermark this flush may record. It is taken before anything is read (pools
+    # included: a pool created later has no lease started before now), so every row queued
+    # by then is read below.
     with stores.sessions() as session:
         pool_ids = list(session.scalars(select(Pool.id)))
         site_ids = list(session.scalars(select(Site.id)))
     if not site_ids:
+        _record_watermark(stores.redis, now)
         return Flushed()
     seen_keys = [pool_keys(p)[POOL_KEY["seen"]] for p in pool_ids]
     seen_keys += [site_prefix(s) + "seen" for s in site_ids]
@@ -105,6 +132,8 @@ def _flush(stores: Stores, now: datetime) -> Flushed:
         if stored:
             pipe.hdel(key, *stored)
     pipe.execute()
+    # A row still waiting for its visit is not in SQL: the watermark stops at its time.
+    _record_watermark(stores.redis, min([now, *waiting.values()]))
     return done
 
 
@@ -115,8 +144,9 @@ def _write(
     pool_ids: list[int],
     site_ids: list[int],
     now: datetime,
-) -> tuple[Flushed, set[tuple[str, str]]]:
-    """Insert queued rows and apply heartbeats; return what must wait in Redis for its visit."""
+) -> tuple[Flushed, dict[tuple[str, str], datetime]]:
+    """Insert queued rows and apply heartbeats; return what must wait in Redis for its visit
+    (key and field of each row, with its time)."""
     visits, leases, events = [], [], []
     for site_id in site_ids:
         prefix = site_prefix(site_id)
@@ -163,7 +193,8 @@ def _write(
     stale = [r for r in unready if (now - r["_at"]).total_seconds() > ORPHAN_SECONDS]
     if stale:
         log.error("dropping %d lease/event rows whose visit or number never arrived", len(stale))
-    waiting = {r["_key"] for r in unready} - {r["_key"] for r in stale}
+    dropped = {r["_key"] for r in stale}
+    waiting = {r["_key"]: r["_at"] for r in unready if r["_key"] not in dropped}
     _insert_new(connection, Lease.__table__, _clean(r for r in ready if "seq" in r))  # type: ignore[arg-type]
     _insert_new(connection, VisitEvent.__table__, _clean(r for r in ready if "seq" not in r))  # type: ignore[arg-type]
     updates = _apply_seen(connection, seen, pool_ids, site_ids)

@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dni.attribution import attribute_pending
+from dni.attribution import CLOCK_MARGIN, attribute_pending
 from dni.calls import CallRecord, record_call
 from dni.geo import IpRegions
-from dni.history import flush_history
+from dni.history import flush_history, flush_watermark
 from dni.models import Call
 from dni.sitefile import LoadReport, load_sites, parse_sites
 from dni.visits import VisitAnswer, VisitInput
@@ -84,6 +84,40 @@ def start_visit(rt: Runtime, visitor: str, url: str, ip: str = "10.0.0.1") -> Vi
     return rt.visits.visit(site, data, rt.now())
 
 
+def report_call(
+    rt: Runtime,
+    when: datetime,
+    to: str = "+864001000001",
+    caller: str = "+8613812345678",
+    n: int = 1,
+    duration: int = 60,
+    extension: str = "",
+    stored: datetime | None = None,
+) -> None:
+    """A call that started at `when` (by its provider's clock), reported to dni at `stored`
+    (`when` unless given) and not attributed yet."""
+    site = rt.sites.get("shop")
+    assert site is not None
+    record = CallRecord(
+        "cdr", f"call-{n}", caller, to, when, "completed", duration, extension=extension
+    )
+    with rt.stores.sessions.begin() as session:
+        record_call(session, site, record, stored or when)
+
+
+def attribute_flushed(rt: Runtime, regions: IpRegions | None = None) -> int:
+    """Attribute what the last flush's watermark lets through, as the background job does."""
+    watermark = flush_watermark(rt.stores.redis)
+    assert watermark is not None, "no flush has recorded a watermark"
+    with rt.stores.sessions.begin() as session:
+        return attribute_pending(session, watermark, regions)
+
+
+def stored_call(rt: Runtime, n: int = 1) -> Call:
+    with rt.stores.sessions() as session:
+        return session.scalars(select(Call).where(Call.provider_call_id == f"call-{n}")).one()
+
+
 def call_at(
     rt: Runtime,
     when: datetime,
@@ -94,15 +128,9 @@ def call_at(
     extension: str = "",
     regions: IpRegions | None = None,
 ) -> Call:
-    """A call reported and attributed the way the background job does it."""
-    flush_history(rt.stores, when)
-    site = rt.sites.get("shop")
-    assert site is not None
-    with rt.stores.sessions.begin() as session:
-        record = CallRecord(
-            "cdr", f"call-{n}", caller, to, when, "completed", duration, extension=extension
-        )
-        record_call(session, site, record, when)
-        attribute_pending(session, regions)
-    with rt.stores.sessions() as session:
-        return session.scalars(select(Call).where(Call.provider_call_id == f"call-{n}")).one()
+    """A call reported at `when` and attributed the way the background job does it: after a
+    flush one clock margin later, up to its watermark."""
+    report_call(rt, when, to, caller, n, duration, extension)
+    flush_history(rt.stores, when + CLOCK_MARGIN)
+    attribute_flushed(rt, regions)
+    return stored_call(rt, n)

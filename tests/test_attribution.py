@@ -9,13 +9,22 @@ import pytest
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from dni.attribution import reattribute
+from dni.attribution import CLOCK_MARGIN, reattribute
 from dni.geo import IpRegions, write_database
+from dni.history import flush_history
 from dni.models import Call
 from dni.visits import VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
-from tests.factories import call_at, load_toml, shop_toml, start_visit
+from tests.factories import (
+    attribute_flushed,
+    call_at,
+    load_toml,
+    report_call,
+    shop_toml,
+    start_visit,
+    stored_call,
+)
 
 PAID = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc&utm_term=roses"
 
@@ -372,3 +381,34 @@ def test_the_holder_on_the_page_keeps_a_call_from_the_last_holders_province(
     assert call.attribution_signals["previous_holder"] == guangdong.visit
     # 10 (on the page) against 30 e^(-31.5/20): the doubt is in the confidence
     assert call.attribution_confidence == 0.617
+
+
+def test_a_call_the_watermark_has_not_passed_waits_for_the_next_flush(
+    rt: Runtime, clock: Clock
+) -> None:
+    paid_visit(rt, "visitor-a")
+    clock.advance(40 * 60)  # a's lease has ended: the number is free
+    flush_history(rt.stores, clock.now)  # the last flush before b lands
+    clock.advance(1)
+    b = paid_visit(rt, "visitor-b")
+    report_call(rt, clock.now + timedelta(seconds=3))  # b taps "call" at once
+    assert attribute_flushed(rt) == 0
+    assert stored_call(rt).attribution_method is None  # not credited to a by grace
+    flush_history(rt.stores, clock.now + timedelta(seconds=3) + CLOCK_MARGIN)
+    assert attribute_flushed(rt) == 1
+    call = stored_call(rt)
+    assert (call.attribution_method, call.visit_id) == ("session", b.visit)
+
+
+def test_a_call_dated_in_the_future_is_decided_once_the_watermark_passes_its_arrival(
+    rt: Runtime, clock: Clock
+) -> None:
+    visit = paid_visit(rt, "visitor-a")
+    arrived = clock.now + timedelta(seconds=20)
+    report_call(rt, arrived + timedelta(minutes=3), stored=arrived)  # the provider's clock is fast
+    flush_history(rt.stores, arrived)
+    assert attribute_flushed(rt) == 0
+    flush_history(rt.stores, arrived + CLOCK_MARGIN)
+    assert attribute_flushed(rt) == 1
+    call = stored_call(rt)
+    assert (call.attribution_method, call.visit_id) == ("session", visit.visit)

@@ -1,4 +1,5 @@
-"""Moving queued history to SQL: exactly once, nothing lost, one flusher at a time."""
+"""Moving queued history to SQL: exactly once, nothing lost, one flusher at a time; the flush
+watermark that says how far it got."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dni.history import FLUSH_LOCK, flush_history
+from dni.history import FLUSH_LOCK, flush_history, flush_watermark
 from dni.models import Lease, Visit
 from dni.visits import site_prefix
 from dni.web.runtime import Runtime
@@ -70,3 +71,34 @@ def test_lease_waits_for_its_visit_row_then_is_dropped_if_it_never_comes(
     assert starts, "the lease start waits in Redis"
     flush_history(rt.stores, clock() + timedelta(minutes=11))
     assert not rt.stores.redis.keys("dni:{pool:*}:starts")
+
+
+def test_the_watermark_is_recorded_by_flushes_and_only_moves_forward(
+    rt: Runtime, clock: Clock
+) -> None:
+    assert flush_watermark(rt.stores.redis) is None
+    start_visit(rt, "visitor-mark", PAID)
+    rt.stores.redis.set(FLUSH_LOCK, "someone", px=5000)
+    flush_history(rt.stores, clock())
+    assert flush_watermark(rt.stores.redis) is None, "a skipped flush vouches for nothing"
+    rt.stores.redis.delete(FLUSH_LOCK)
+    flush_history(rt.stores, clock())
+    assert flush_watermark(rt.stores.redis) == clock()
+    flush_history(rt.stores, clock() - timedelta(minutes=1))  # a node whose clock is behind
+    assert flush_watermark(rt.stores.redis) == clock()
+    flush_history(rt.stores, clock() + timedelta(seconds=5))
+    assert flush_watermark(rt.stores.redis) == clock() + timedelta(seconds=5)
+
+
+def test_a_lease_waiting_for_its_visit_row_holds_the_watermark_back(
+    rt: Runtime, clock: Clock
+) -> None:
+    started = clock()
+    start_visit(rt, "visitor-orphan", PAID)
+    rt.stores.redis.delete(site_prefix(shop_id(rt)) + "rows")  # Redis lost the visit row
+    clock.advance(60)
+    flush_history(rt.stores, clock())
+    assert flush_watermark(rt.stores.redis) == started
+    clock.advance(600)  # the lease start is dropped: it no longer holds the watermark
+    flush_history(rt.stores, clock())
+    assert flush_watermark(rt.stores.redis) == clock()
