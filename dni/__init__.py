@@ -18,6 +18,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     The extra key `clock` (a callable returning an aware datetime) replaces the wall clock.
     """
+    from dni import metrics
     from dni.config import Settings
     from dni.db import make_engine, make_sessionmaker
     from dni.geo import IpRegions
@@ -27,7 +28,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dni.redisdb import connect_redis
     from dni.sites import SiteDirectory
     from dni.visits import RateLimit, Stores, Visits
-    from dni.web import api, calls, errors, reads, snippet
+    from dni.web import api, calls, errors, openapi, reads, security, snippet
     from dni.web.inputs import install_body_limits
     from dni.web.runtime import Runtime
 
@@ -59,11 +60,14 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(snippet.bp)
     app.register_blueprint(calls.bp)
     app.register_blueprint(reads.bp)
+    app.register_blueprint(openapi.bp)
     if settings.demo:
         from dni import demo
 
         app.register_blueprint(demo.bp)
     errors.register(app)
+    security.install(app)
+    metrics.install(app)
     install_body_limits(app)  # once every route is registered
 
     if settings.flush_seconds > 0:

@@ -405,3 +405,13 @@ def bench_reports(visits: int, database_url: str, runs: int) -> None:
     from dni.reports_bench import run_reports_benchmark
 
     run_reports_benchmark(visits, database_url, runs, click.echo)
+
+
+@bench.command("faults")
+@click.option("--seconds", default=20, show_default=True, help="load per scenario")
+@click.option("--scenarios", default="all", show_default=True, help="comma-separated names")
+def bench_faults(seconds: int, scenarios: str) -> None:
+    """Stores killed under load, a pool-drain attacker and a share soak: what held (issue 10)."""
+    from dni.faults_bench import run_fault_benchmark
+
+    run_fault_benchmark(seconds, scenarios, click.echo)
