@@ -3,6 +3,10 @@
 The same defaults `dni serve` uses (dni.serve.gunicorn_defaults); override below or with
 GUNICORN_CMD_ARGS. The app is built in each worker after the fork (no preload), so each
 worker has its own Redis and database connections and its own history flusher.
+
+Metrics: set PROMETHEUS_MULTIPROC_DIR (the systemd unit uses /run/dni/metrics) so that
+/metrics on any worker sums all workers; the defaults' `on_starting` hook empties that folder
+and `child_exit` calls prometheus_client's `mark_process_dead` for each exited worker.
 """
 
 import os

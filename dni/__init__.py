@@ -53,7 +53,11 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     visits = Visits(
         stores,
         sites.by_id,
-        RateLimit(settings.visit_rate_limit, settings.visit_rate_window),
+        RateLimit(
+            settings.visit_rate_limit,
+            settings.visit_rate_window,
+            settings.visit_network_limit,
+        ),
     )
     app.extensions["dni"] = Runtime(settings, stores, sites, visits, clock)
     app.register_blueprint(api.bp)

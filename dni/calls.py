@@ -1,23 +1,28 @@
 """Calls: store each provider's call record exactly once, whatever order its updates arrive in.
 
 Numbers are normalised to E.164 in the site's country; the caller's region and carrier come from
-libphonenumber's data (Chinese names). Attribution to a visit is a separate step.
+libphonenumber's data (Chinese names). Attribution to a visit is a separate step. What any
+provider sends must be storable (`storage_problem`): providers' parsers refuse the rest.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import phonenumbers
 from phonenumbers import carrier, geocoder
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from dni.errors import InvalidInput
 from dni.models import Call
 from dni.sites import SiteConfig
+from dni.traffic import text_problem
 
 # Later statuses win; terminal ones (rank 4) are never replaced by earlier progress events.
 STATUS_RANK = {
@@ -28,6 +33,47 @@ STATUSES = tuple(STATUS_RANK)
 # What carriers and providers put in place of a withheld caller id.
 ANONYMOUS = {"", "anonymous", "restricted", "unknown", "private", "unavailable", "withheld",
              "+266696687", "266696687", "0", "00000000000"}  # fmt: skip
+# The longest talk time any provider may report (a day); far inside SQL's INTEGER range.
+MAX_DURATION = 86_400
+# When a call may have started: anything else is a provider's bug or garbage.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def storage_problem(value: Any, path: str = "") -> tuple[str, str] | None:
+    """Where and why a provider's JSON-like payload cannot be stored, or None when it can: text
+    with NUL, controls or lone surrogates (keys too), non-finite numbers, integers beyond 64
+    bits."""
+    problem: tuple[str, str] | None = None
+    if isinstance(value, str):
+        why = text_problem(value)
+        problem = None if why is None else (path, why)
+    elif isinstance(value, float) and not math.isfinite(value):
+        problem = (path, "must be a finite number")
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
+        problem = (path, "number out of range")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            where = f"{path}.{key}".lstrip(".")
+            key_problem = text_problem(str(key))
+            problem = (where, key_problem) if key_problem else storage_problem(item, where)
+            if problem:
+                break
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            problem = storage_problem(item, f"{path}[{i}]")
+            if problem:
+                break
+    return problem
+
+
+def read_started(value: datetime) -> datetime | None:
+    """A call's start time when it is plausible (between EARLIEST and LATEST), else None."""
+    try:
+        moment = value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        return None
+    return moment if EARLIEST <= moment < LATEST else None
 
 
 @dataclass(frozen=True)
@@ -82,40 +128,17 @@ def tracking_number(raw: str, country: str) -> str:
 
 
 def record_call(session: Session, site: SiteConfig, record: CallRecord, now: datetime) -> str:
-    """Store or update the call; returns "created", "updated" or "unchanged" (a duplicate)."""
-    call = session.scalar(
-        select(Call).where(
-            Call.site_id == site.id,
-            Call.provider == record.provider,
-            Call.provider_call_id == record.call_id,
-        )
-    )
+    """Store or update the call; returns "created", "updated" or "unchanged" (a duplicate).
+
+    Safe when the same new call is reported concurrently: one report inserts it, the others
+    find it stored and update it (or leave it unchanged).
+    """
+    call = _stored(session, site, record)
     if call is None:
-        caller = read_caller(record.caller, site.country)
-        session.add(
-            Call(
-                site_id=site.id,
-                provider=record.provider,
-                provider_call_id=record.call_id,
-                tracking_e164=tracking_number(record.called, site.country),
-                extension=record.extension,
-                caller_e164=caller.e164,
-                caller_raw=record.caller[:64],
-                caller_anonymous=caller.anonymous,
-                caller_region=caller.region,
-                caller_carrier=caller.carrier,
-                started_at=record.started_at,
-                duration_seconds=record.duration or 0,
-                status=record.status,
-                recording_url=record.recording_url,
-                attribution_candidates=[],
-                attribution_signals={},
-                payloads=[record.payload] if record.payload else [],
-                updated_at=now,
-            )
-        )
-        session.flush()
-        return "created"
+        if _insert(session, site, record, now):
+            return "created"
+        call = _stored(session, site, record)  # a concurrent report inserted it first
+        assert call is not None
     if record.payload in call.payloads:
         return "unchanged"
     if STATUS_RANK[record.status] >= STATUS_RANK.get(call.status, 0):
@@ -128,3 +151,61 @@ def record_call(session: Session, site: SiteConfig, record: CallRecord, now: dat
     call.payloads = [*call.payloads, record.payload]
     call.updated_at = now
     return "updated"
+
+
+def record_calls(
+    session: Session, site: SiteConfig, records: Mapping[str, CallRecord], now: datetime
+) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """`record_call` for each record of a push, by its place (`[i]`) in it: the outcomes, and
+    the bad fields of those that could not be stored (a called number that is none); those
+    are not written, the others are."""
+    outcomes: dict[str, str] = {}
+    errors: dict[str, dict[str, str]] = {}
+    for where, record in records.items():
+        try:
+            outcomes[where] = record_call(session, site, record, now)
+        except InvalidInput as error:  # raised before anything of this record is written
+            errors[where] = error.fields
+    return outcomes, errors
+
+
+def _stored(session: Session, site: SiteConfig, record: CallRecord) -> Call | None:
+    return session.scalar(
+        select(Call)
+        .where(
+            Call.site_id == site.id,
+            Call.provider == record.provider,
+            Call.provider_call_id == record.call_id,
+        )
+        .execution_options(populate_existing=True)
+    )
+
+
+def _insert(session: Session, site: SiteConfig, record: CallRecord, now: datetime) -> bool:
+    """INSERT the call unless it is already stored; False when another report stored it."""
+    caller = read_caller(record.caller, site.country)
+    row = {
+        "site_id": site.id,
+        "provider": record.provider,
+        "provider_call_id": record.call_id,
+        "tracking_e164": tracking_number(record.called, site.country),
+        "extension": record.extension,
+        "caller_e164": caller.e164,
+        "caller_raw": record.caller[:64],
+        "caller_anonymous": caller.anonymous,
+        "caller_region": caller.region,
+        "caller_carrier": caller.carrier,
+        "started_at": record.started_at,
+        "duration_seconds": record.duration or 0,
+        "status": record.status,
+        "recording_url": record.recording_url,
+        "attribution_candidates": [],
+        "attribution_signals": {},
+        "payloads": [record.payload] if record.payload else [],
+        "updated_at": now,
+    }
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    inserted = session.execute(
+        dialect.insert(Call).values(row).on_conflict_do_nothing().returning(Call.id)
+    )
+    return inserted.scalar() is not None

@@ -183,6 +183,46 @@ def flush() -> None:
     )
 
 
+@main.group()
+def quarantine() -> None:
+    """Queued history rows the database refused: list them, queue them again, or drop them."""
+
+
+@quarantine.command("list")
+@click.option("--limit", default=50, show_default=True, help="rows to show, oldest first")
+def quarantine_list(limit: int) -> None:
+    """Show refused rows with their key, field, error and time."""
+    from dni.history import list_quarantine, quarantine_discarded, quarantine_size
+    from dni.redisdb import connect_redis
+
+    client = connect_redis(_settings())
+    for row in list_quarantine(client, limit):
+        click.echo(f"{row.at.isoformat()}  {row.key}  {row.field}  {row.error}")
+        click.echo(f"    {row.value[:200]}")
+    click.echo(
+        f"{quarantine_size(client)} row(s) quarantined, "
+        f"{quarantine_discarded(client)} discarded when it was full"
+    )
+
+
+@quarantine.command("retry")
+def quarantine_retry() -> None:
+    """Queue every refused row again, once its cause is fixed; the next flush writes it."""
+    from dni.history import retry_quarantine
+    from dni.redisdb import connect_redis
+
+    click.echo(f"queued {retry_quarantine(connect_redis(_settings()))} row(s) again")
+
+
+@quarantine.command("drop")
+def quarantine_drop() -> None:
+    """Forget every refused row."""
+    from dni.history import drop_quarantine
+    from dni.redisdb import connect_redis
+
+    click.echo(f"dropped {drop_quarantine(connect_redis(_settings()))} row(s)")
+
+
 @main.command()
 @click.option("--site", "site_key", default=None, help="only this site")
 @click.option("--days", default=30, show_default=True, help="look-back for leaked numbers")

@@ -55,8 +55,13 @@ class Settings:
     # New visits one client address may start per window before it is answered 429.
     visit_rate_limit: int = 60
     visit_rate_window: int = 60
-    # How often each web worker moves heartbeat timestamps from Redis to SQL; 0 disables.
-    flush_seconds: float = 5.0
+    # New visits one network (/24 for IPv4, /48 for IPv6) may start per window; 0 means four
+    # times visit_rate_limit.
+    visit_network_limit: int = 0
+    # How often each web worker moves queued history (lease starts, visits, heartbeats) from
+    # Redis to SQL; 0 disables. A Redis that loses its data loses at most the lease starts of
+    # this interval plus one flush.
+    flush_seconds: float = 1.0
     # How long a site's configuration is cached in each worker.
     config_cache_seconds: float = 10.0
     # Largest request body accepted by the public API.
@@ -69,6 +74,8 @@ class Settings:
     # A MaxMind-format city database (.mmdb) placing visitors' IP addresses, so attribution can
     # compare a visit's province with the caller's; empty: no such signal.
     geoip_path: str = ""
+    # Bearer token for /metrics; empty: answered to loopback and private addresses only.
+    metrics_token: str = ""
     # Serve the demo shop page at /demo (set by `dni demo`).
     demo: bool = False
 

@@ -1,6 +1,8 @@
 """Database engines and schema upgrades: SQLite by default, PostgreSQL through a URL.
 
-`make_engine` tunes SQLite for many processes writing at once; `upgrade_database` runs Alembic;
+`make_engine` tunes SQLite for many processes writing at once and makes PostgreSQL fail fast
+when the server is down (a short connect timeout and pool wait, stale connections dropped by a
+pre-ping); `upgrade_database` runs Alembic;
 `prepare_database` upgrades an embedded SQLite file but only checks a shared server.
 """
 
@@ -19,6 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from dni.errors import ConfigError
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+CONNECT_TIMEOUT = 2  # seconds: psycopg's connect_timeout for PostgreSQL
+POOL_TIMEOUT = 2.0  # seconds a request waits for a free pooled connection
 
 
 def normalise_url(url: str) -> str:
@@ -52,7 +56,15 @@ def make_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True)
+    # A dead server must answer a fast 503, not hold requests: connecting gives up after
+    # CONNECT_TIMEOUT, a request waits POOL_TIMEOUT at most for a pooled connection, and the
+    # pre-ping drops the connections a restart killed instead of failing once on each.
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args={"connect_timeout": CONNECT_TIMEOUT},
+    )
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -7,6 +7,10 @@ Redis only after SQL has committed them, and inserts ignore rows already stored,
 any point loses nothing and stores nothing twice. Each flush then moves the flush watermark
 (`flush_watermark`): the moment up to which every lease start and event is in SQL, which
 attribution waits for.
+
+A row the database refuses (text it cannot encode, a value out of range) must not block the
+rest: when a batch fails it is written in halves, down to single rows, and each refused row is
+moved to a bounded quarantine (`dni quarantine list|retry|drop`), kept with its error.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from dni import visitcounts
 from dni.models import Lease, Pool, Site, TrackingNumber, Visit, VisitEvent
@@ -32,7 +36,8 @@ from dni.visits import Stores, site_prefix
 log = logging.getLogger(__name__)
 POOL_KEY = dict(zip(KEY_NAMES, range(len(KEY_NAMES)), strict=True))
 FLUSH_LOCK = "dni:flush:lock"
-LOCK_SECONDS = 60
+# A flusher killed mid-flush blocks the others this long: it bounds what a Redis loss costs.
+LOCK_SECONDS = 10
 # How long a lease start or event may wait in Redis for its visit row before it is dropped.
 ORPHAN_SECONDS = 600
 # A sorted set of one member whose score is the watermark in ms: `ZADD ... GT` moves it forward
@@ -40,6 +45,13 @@ ORPHAN_SECONDS = 600
 WATERMARK = "dni:flush:watermark"
 WATERMARK_MEMBER = "flushed"
 WATERMARK_TTL = 7 * 24 * 3600  # refreshed by every flush; gone only when none ran for a week
+# Rows the database refused: field "<key> <field>" -> JSON {key, field, value, error, at}.
+QUARANTINE = "dni:quarantine"
+QUARANTINE_DISCARDED = "dni:quarantine:discarded"  # refused rows not kept: it was full
+QUARANTINE_LIMIT = 10_000
+QUARANTINE_TTL = 30 * 24 * 3600  # refreshed by every row quarantined
+# Failures of the database as a whole, not of a row: the batch waits in Redis for the next flush.
+UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
 
 
 @dataclass(frozen=True)
@@ -48,6 +60,40 @@ class Flushed:
     leases: int = 0
     events: int = 0
     updates: int = 0
+
+    def __add__(self, other: Flushed) -> Flushed:
+        return Flushed(
+            self.visits + other.visits,
+            self.leases + other.leases,
+            self.events + other.events,
+            self.updates + other.updates,
+        )
+
+
+@dataclass(frozen=True)
+class RefusedRow:
+    """A row the database refused, as it was queued in Redis, with why and when."""
+
+    key: str
+    field: str
+    value: str
+    error: str
+    at: datetime
+
+    @property
+    def name(self) -> str:
+        """Its field in the QUARANTINE hash."""
+        return f"{self.key} {self.field}"
+
+    def dumps(self) -> str:
+        data = {"key": self.key, "field": self.field, "value": self.value, "error": self.error}
+        return json.dumps(data | {"at": self.at.isoformat()})
+
+    @classmethod
+    def loads(cls, raw: str) -> RefusedRow:
+        data = json.loads(raw)
+        at = datetime.fromisoformat(data.pop("at"))
+        return cls(**data, at=at)
 
 
 def _moment(ms: str | int | float) -> datetime:
@@ -121,9 +167,8 @@ def _flush(stores: Stores, now: datetime) -> Flushed:
         for key, found in zip(row_keys, pipe.execute(), strict=True)
     }
     try:
-        with stores.sessions.begin() as session:
-            done, waiting = _write(session.connection(), seen, rows, pool_ids, site_ids, now)
-    except SQLAlchemyError:
+        done, waiting = _write_batch(stores, seen, rows, pool_ids, site_ids, now)
+    except Exception:  # whatever failed, the drained heartbeats are not lost
         _put_back(stores, seen)
         raise
     pipe = stores.redis.pipeline(transaction=False)
@@ -135,6 +180,67 @@ def _flush(stores: Stores, now: datetime) -> Flushed:
     # A row still waiting for its visit is not in SQL: the watermark stops at its time.
     _record_watermark(stores.redis, min([now, *waiting.values()]))
     return done
+
+
+Queued = tuple[str, str, str]  # key, field, value of one row in Redis
+
+
+def _write_batch(
+    stores: Stores,
+    seen: dict[str, dict[str, str]],
+    rows: dict[str, dict[str, str]],
+    pool_ids: list[int],
+    site_ids: list[int],
+    now: datetime,
+) -> tuple[Flushed, dict[tuple[str, str], datetime]]:
+    """`_write` in as few transactions as the database allows: all at once, else halves of
+    halves down to single rows, each refused one moved to the quarantine.
+
+    Visit rows go first (their leases and events need them), heartbeats last. A failure of the
+    database itself (UNAVAILABLE) stops it: whatever is not yet written stays queued.
+    """
+    queued = [(key, field, value) for key, found in rows.items() for field, value in found.items()]
+    queued.sort(key=lambda row: not row[0].endswith(":rows"))
+    queued += [(key, field, value) for key, found in seen.items() for field, value in found.items()]
+    total = Flushed()
+    waiting: dict[tuple[str, str], datetime] = {}
+    parts = [queued]  # a stack: the earlier half is written first
+    while parts:
+        part = parts.pop()
+        try:
+            with stores.sessions.begin() as session:
+                done, wait = _write(
+                    session.connection(), _only(seen, part), _only(rows, part), pool_ids,
+                    site_ids, now,
+                )  # fmt: skip
+        except UNAVAILABLE:
+            raise
+        except Exception as error:  # a row the database refuses: find it, let the rest flow
+            if not part:
+                raise
+            if len(part) == 1:
+                key, field, value = part[0]
+                quarantine(stores.redis, RefusedRow(key, field, value, _describe(error), now))
+            else:
+                log.warning("%d history rows failed (%s); splitting", len(part), _describe(error))
+                parts += [part[len(part) // 2 :], part[: len(part) // 2]]
+            continue
+        total += done
+        waiting |= wait
+    return total, waiting
+
+
+def _only(hashes: dict[str, dict[str, str]], part: list[Queued]) -> dict[str, dict[str, str]]:
+    """The same hashes, holding nothing but the rows of `part`."""
+    kept: dict[str, dict[str, str]] = {name: {} for name in hashes}
+    for key, field, value in part:
+        if key in kept:
+            kept[key][field] = value
+    return kept
+
+
+def _describe(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"[:1000]
 
 
 def _write(
@@ -266,6 +372,60 @@ def _put_back(stores: Stores, seen: dict[str, dict[str, str]]) -> None:
         for field, value in pending.items():
             pipe.hsetnx(key, field, value)
     pipe.execute()
+
+
+def quarantine(client: RedisClient, row: RefusedRow) -> bool:
+    """Keep a refused row; False when the quarantine is full and it was only counted."""
+    log.error("quarantined queued row %s: %s", row.name, row.error)
+    full = client.hlen(QUARANTINE) >= QUARANTINE_LIMIT and not client.hexists(QUARANTINE, row.name)
+    pipe = client.pipeline(transaction=False)
+    name = QUARANTINE_DISCARDED if full else QUARANTINE
+    if full:
+        pipe.incr(QUARANTINE_DISCARDED)
+    else:
+        pipe.hset(QUARANTINE, row.name, row.dumps())
+    pipe.expire(name, QUARANTINE_TTL)
+    pipe.execute()
+    return not full
+
+
+def quarantine_size(client: RedisClient) -> int:
+    """How many refused rows the quarantine holds."""
+    return int(client.hlen(QUARANTINE))
+
+
+def quarantine_discarded(client: RedisClient) -> int:
+    """Refused rows that were not kept because the quarantine was full."""
+    return int(client.get(QUARANTINE_DISCARDED) or 0)
+
+
+def list_quarantine(client: RedisClient, limit: int | None = None) -> list[RefusedRow]:
+    """Refused rows, oldest first (at most `limit`)."""
+    found = sorted(
+        (RefusedRow.loads(as_text(raw)) for raw in client.hvals(QUARANTINE)), key=lambda r: r.at
+    )
+    return found if limit is None else found[:limit]
+
+
+def retry_quarantine(client: RedisClient) -> int:
+    """Queue every quarantined row again (once its cause is fixed); returns how many.
+
+    A row queued anew meanwhile (a newer heartbeat) is kept rather than overwritten.
+    """
+    rows = list_quarantine(client)
+    pipe = client.pipeline(transaction=False)
+    for row in rows:
+        pipe.hsetnx(row.key, row.field, row.value)
+        pipe.hdel(QUARANTINE, row.name)
+    pipe.execute()
+    return len(rows)
+
+
+def drop_quarantine(client: RedisClient) -> int:
+    """Forget every quarantined row; returns how many."""
+    size = quarantine_size(client)
+    client.delete(QUARANTINE)
+    return size
 
 
 class Flusher:

@@ -6,8 +6,11 @@ Cluster slot. Redis holds the live state; SQL holds the history and can rebuild 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,23 +19,43 @@ from typing import Any
 
 from redis import Redis
 from redis.cluster import RedisCluster
-from redis.exceptions import NoScriptError
+from redis.exceptions import LockError, NoScriptError
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from dni.models import Lease
 from dni.sites import PoolConfig
 
+log = logging.getLogger(__name__)
 RedisClient = Redis | RedisCluster
 LUA = Path(__file__).parent / "lua"
-KEY_NAMES = ("meta", "free", "busy", "holders", "visitors", "seen", "stats", "visits", "starts")
+# Append only: dni.history finds the queues by position.
+KEY_NAMES = (
+    "meta", "free", "busy", "holders", "visitors", "seen", "stats", "visits", "starts",
+    "probation",
+)  # fmt: skip
 # Expired slots returned to the free set per lease call; bounds the script's run time.
 MAX_RECLAIM = 64
+# A new lease that has not heartbeated within this many heartbeat intervals (one may be late
+# or lost) is taken back for a new visit when the pool has no free slot.
+PROBATION_HEARTBEATS = 2
+# Visits sharing one slot under `overflow = "share"`; past it the lease expiring first ends.
+MAX_SHARERS = 8
+# One caller rebuilds a pool Redis lost; the others wait for it this long, then fall back.
+SYNC_LOCK_SECONDS = 10
+SYNC_WAIT_SECONDS = 1.0
+SYNC_POLL_SECONDS = 0.02
 Call = tuple[str, list[str], list[Any]]
 
 
 def pool_keys(pool_id: int) -> list[str]:
     return [f"dni:{{pool:{pool_id}}}:{name}" for name in KEY_NAMES]
+
+
+def sync_lock_key(pool_id: int) -> str:
+    """The lock held by the one caller rebuilding a pool (under the pool's hash tag)."""
+    return f"dni:{{pool:{pool_id}}}:sync-lock"
 
 
 def to_ms(moment: datetime) -> int:
@@ -124,10 +147,17 @@ def lease_calls(requests: Sequence[LeaseRequest], now: datetime, mode: str = "le
                 r.pool.overflow,
                 MAX_RECLAIM,
                 mode,
+                probation_seconds(r.pool) * 1000,
+                MAX_SHARERS,
             ],
         )
         for r in requests
     ]
+
+
+def probation_seconds(pool: PoolConfig) -> int:
+    """How long a new lease has to heartbeat before a new visit may take its slot back."""
+    return min(PROBATION_HEARTBEATS * pool.heartbeat_seconds, pool.lease_seconds)
 
 
 def read_lease_results(
@@ -206,6 +236,44 @@ def sync_pool(
     return as_text(result)
 
 
+def sync_pool_once(
+    client: RedisClient,
+    scripts: Scripts,
+    sessions: Callable[[], Session],
+    pool: PoolConfig,
+    now: datetime,
+) -> bool:
+    """Sync `pool` (see `sync_pool`) unless another caller is doing it, single flight: the
+    others wait up to SYNC_WAIT_SECONDS for its version to appear. True when Redis holds the
+    pool at its version; False when it does not yet, or SQL could not be read."""
+    meta = pool_keys(pool.id)[0]
+
+    def current() -> bool:
+        return as_text(client.hget(meta, "version") or "") == pool.version
+
+    lock = client.lock(sync_lock_key(pool.id), timeout=SYNC_LOCK_SECONDS, blocking=False)
+    if lock.acquire():
+        try:
+            if current():  # the caller before us just finished
+                return True
+            with sessions() as session:
+                sync_pool(client, scripts, session, pool, now)
+            return True
+        except SQLAlchemyError:
+            log.warning("pool %d: SQL unreadable, cannot rebuild it; falling back", pool.id)
+            return False
+        finally:
+            # Only a sync slower than the lock's timeout finds it gone; nothing to undo then.
+            with contextlib.suppress(LockError):
+                lock.release()
+    deadline = time.monotonic() + SYNC_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if current():
+            return True
+        time.sleep(SYNC_POLL_SECONDS)
+    return False
+
+
 def drain(client: RedisClient, scripts: Scripts, keys: Sequence[str]) -> list[dict[str, str]]:
     """Empty several hashes of pending updates atomically each; one round trip."""
     raw = scripts.run(client, [("drain", [k], []) for k in keys])
@@ -235,8 +303,10 @@ class PoolHealth:
     in_use: int
     peak: int
     leases: int
+    released: int
     overflow_fallback: int
     overflow_share: int
+    evicted: int  # leases on probation taken back for a new visit
 
 
 def pool_health(client: RedisClient, pool: PoolConfig, now: datetime) -> PoolHealth:
@@ -253,6 +323,8 @@ def pool_health(client: RedisClient, pool: PoolConfig, now: datetime) -> PoolHea
         in_use=int(in_use),
         peak=counters.get("peak", 0),
         leases=counters.get("leases", 0),
+        released=counters.get("released", 0),
         overflow_fallback=counters.get("overflow_fallback", 0),
         overflow_share=counters.get("overflow_share", 0),
+        evicted=counters.get("evicted", 0),
     )

@@ -6,10 +6,8 @@ PostgreSQL server too, for the benchmarks about PostgreSQL and for the test suit
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from pathlib import Path
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.db import make_engine, make_sessionmaker, upgrade_database
+from dni.pgserver import PostgresServer
 from dni.redisdb import PrivateRedis
 from dni.sitefile import load_sites, parse_sites
 
@@ -63,35 +62,12 @@ def scratch_stores(
 def private_postgres() -> Iterator[str]:
     """A PostgreSQL server of Debian's `postgresql` package on a Unix socket in a temporary
     folder, with durability off (benchmarks only); yields its URL, removed afterwards."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
-    )
-    if not found:
-        raise RuntimeError("PostgreSQL is not installed: apt-get install postgresql")
-    binaries = Path(found[-1]).parent
-    folder = Path(tempfile.mkdtemp(prefix="dni-pg-"))
-    # PostgreSQL refuses to run as root: then it runs as the package's "postgres" user.
-    as_owner = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    if as_owner:
-        shutil.chown(folder, "postgres")
-
-    def run(program: str, *args: str) -> None:
-        command = [*as_owner, str(binaries / program), *args]
-        subprocess.run(command, stdout=subprocess.DEVNULL, check=True)
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    data = str(folder / "data")
-    run("initdb", "-D", data, "-U", "postgres", "--auth=trust")
-    options = f"-k {folder} -p {port} -c listen_addresses='' -c fsync=off"
-    run("pg_ctl", "-D", data, "-l", str(folder / "log"), "-w", "-o", options, "start")
+    server = PostgresServer(Path(tempfile.mkdtemp(prefix="dni-pg-")))
     try:
-        run("createdb", "-h", str(folder), "-p", port, "-U", "postgres", "dni")
-        yield f"postgresql+psycopg://postgres@/dni?host={folder}&port={port}"
+        server.create()
+        yield server.url
     finally:
-        run("pg_ctl", "-D", data, "-m", "immediate", "stop")
-        shutil.rmtree(folder, ignore_errors=True)
+        server.remove()
 
 
 if __name__ == "__main__":

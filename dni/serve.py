@@ -1,12 +1,15 @@
 """Running the service: gunicorn with dni's defaults, plus the embedded stores on a laptop.
 
 `deploy/gunicorn.conf.py` reads the same defaults, so `dni serve` and a systemd unit behave
-alike.
+alike. With `PROMETHEUS_MULTIPROC_DIR` set (`dni serve` sets it to a folder in the instance
+path), the workers share their request metrics there: the master empties it at start and
+marks each exited worker dead in it.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,6 +20,8 @@ from gunicorn.app.base import BaseApplication
 from dni.config import Settings
 from dni.db import prepare_database
 from dni.redisdb import PrivateRedis
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def gunicorn_defaults(workers: int | None = None) -> dict[str, Any]:
@@ -36,7 +41,25 @@ def gunicorn_defaults(workers: int | None = None) -> dict[str, Any]:
         "accesslog": None,
         "limit_request_line": 8190,
         "limit_request_field_size": 8190,
+        "on_starting": clear_metrics_folder,
+        "child_exit": forget_worker_metrics,
     }
+
+
+def clear_metrics_folder(_server: Any) -> None:
+    """Start with no worker's metrics left from a previous run."""
+    folder = os.environ.get(MULTIPROC_ENV)
+    if folder:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.makedirs(folder)
+
+
+def forget_worker_metrics(_server: Any, worker: Any) -> None:
+    """Drop an exited worker's live gauges; its counters stay in the sums."""
+    if os.environ.get(MULTIPROC_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
 
 
 class GunicornApp(BaseApplication):
@@ -73,5 +96,10 @@ def embedded_stores(settings: Settings) -> Iterator[Settings]:
 
 
 def run_gunicorn(factory: Callable[[], Flask], bind: str, workers: int | None = None) -> None:
+    """Serve `factory`'s app, with the workers' metrics summed in the instance folder unless
+    PROMETHEUS_MULTIPROC_DIR names another (set before any worker imports prometheus_client)."""
+    os.environ.setdefault(
+        MULTIPROC_ENV, str(Settings.from_env().instance_path.resolve() / "metrics")
+    )
     options = gunicorn_defaults(workers) | {"bind": bind}
     GunicornApp(factory, options).run()

@@ -1,7 +1,9 @@
 """The runtime view of a site's configuration: immutable snapshots read from SQL and cached.
 
 The hot path never queries configuration tables: each worker keeps one snapshot per site and
-re-reads it after `config_cache_seconds`, so `dni load` takes effect within that time.
+re-reads it after `config_cache_seconds`, so `dni load` takes effect within that time. When
+SQL cannot be read, the last snapshot keeps being served (stale but known) and SQL is tried
+again only after `RETRY_SECONDS`; a site not seen before is then `Unavailable` (503).
 """
 
 from __future__ import annotations
@@ -13,13 +15,19 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from dni.errors import Unavailable
 from dni.models import Pool, Site, TrackingNumber
 
+T = TypeVar("T")
+
+# After a failed read, SQL is left alone this long: a dead database is not hit by every request.
+RETRY_SECONDS = 2.0
 MATCH_FIELDS = ("source", "medium", "campaign", "term", "content", "click_id", "device")
 
 
@@ -203,13 +211,13 @@ class SiteDirectory:
         self._cache: dict[str, tuple[float, SiteConfig | None]] = {}
         self._keys: dict[int, str] = {}
         self._lock = threading.Lock()
+        self._retry_at = 0.0  # no SQL read before this time (set when one failed)
 
     def by_id(self, site_id: int) -> SiteConfig | None:
         """The site with this id (visit ids carry it), through the same cache."""
         key = self._keys.get(site_id)
         if key is None:
-            with self._sessions() as session:
-                key = session.scalar(select(Site.key).where(Site.id == site_id)) or ""
+            key = self._sql(lambda s: s.scalar(select(Site.key).where(Site.id == site_id))) or ""
             if len(self._keys) > 10_000:  # ids come from requests: keep this bounded
                 self._keys.clear()
             self._keys[site_id] = key
@@ -225,21 +233,40 @@ class SiteDirectory:
             hit = self._cache.get(key)
             if hit is not None and now - hit[0] < self._ttl:
                 return hit[1]
-            site = self._read(key, hit[1] if hit else None)
+            cached = hit[1] if hit else None
+            try:
+                site = self._sql(lambda session: self._read(session, key, cached))
+            except Unavailable:
+                if hit is None:
+                    raise
+                return cached  # stale but known, while SQL cannot be read
             if len(self._cache) > 10_000:  # unknown keys must not grow this without bound
                 self._cache.clear()
             self._cache[key] = (now, site)
+            if site is not None:
+                self._keys[site.id] = key  # heartbeats find it without SQL
             return site
 
-    def _read(self, key: str, cached: SiteConfig | None) -> SiteConfig | None:
-        with self._sessions() as session:
-            if cached is not None:
-                revision = session.scalar(
-                    select(Site.revision).where(Site.key == key, Site.active.is_(True))
-                )
-                if revision == cached.revision:
-                    return cached
-            return read_site(session, key)
+    def _sql(self, read: Callable[[Session], T]) -> T:
+        """Run `read` in a session, or raise Unavailable while SQL is failing."""
+        if self._clock() < self._retry_at:
+            raise Unavailable("the database is unavailable")
+        try:
+            with self._sessions() as session:
+                return read(session)
+        except SQLAlchemyError as error:
+            self._retry_at = self._clock() + RETRY_SECONDS
+            raise Unavailable("the database is unavailable") from error
+
+    @staticmethod
+    def _read(session: Session, key: str, cached: SiteConfig | None) -> SiteConfig | None:
+        if cached is not None:
+            revision = session.scalar(
+                select(Site.revision).where(Site.key == key, Site.active.is_(True))
+            )
+            if revision == cached.revision:
+                return cached
+        return read_site(session, key)
 
     def clear(self) -> None:
         self._cache.clear()

@@ -12,6 +12,22 @@ from urllib.parse import unquote_to_bytes, urlsplit
 
 MAX_VALUE = 200
 MAX_CLICK_ID = 512
+# Characters no stored text may hold: NUL and the other C0 controls except tab, newline and
+# carriage return, DEL, and lone UTF-16 surrogates (SQL drivers cannot encode them; PostgreSQL
+# refuses NUL). Every text field the API or a provider accepts is checked against it.
+UNSAFE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
+
+
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be stored as text, or None when it can."""
+    found = UNSAFE_TEXT.search(value)
+    if found is None:
+        return None
+    if found.group() == "\x00":
+        return "must not contain NUL characters"
+    if "\ud800" <= found.group() <= "\udfff":
+        return "must not contain lone UTF-16 surrogates"
+    return "must not contain control characters"
 
 
 @dataclass(frozen=True)
@@ -106,14 +122,20 @@ class Traffic:
 
 
 def decode_component(raw: str, limit: int = MAX_VALUE) -> str:
-    """Percent-decode a query value as UTF-8, else GB18030 (GBK's superset), else keep it raw."""
-    data = unquote_to_bytes(raw.replace("+", " "))
+    """Percent-decode a query value as UTF-8, else GB18030 (GBK's superset), else keep it raw.
+
+    Characters that cannot be stored (`%00`, other controls, lone surrogates) are dropped.
+    """
+    data = unquote_to_bytes(UNSAFE_TEXT.sub("", raw).replace("+", " "))
     for encoding in ("utf-8", "gb18030"):
         try:
-            return data.decode(encoding)[:limit].strip()
+            text = data.decode(encoding)
+            break
         except UnicodeDecodeError:
             continue
-    return raw[:limit].strip()
+    else:
+        text = raw
+    return UNSAFE_TEXT.sub("", text)[:limit].strip()
 
 
 def query_params(query: str) -> dict[str, str]:

@@ -8,6 +8,7 @@ heartbeat is one round trip. Bots and opted-out visitors touch nothing.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 import secrets
@@ -19,7 +20,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy.orm import Session, sessionmaker
 
-from dni.agents import parse_agent
+from dni.agents import classify_agent
 from dni.errors import NotFound, RateLimited, Unavailable
 from dni.pools import (
     Call,
@@ -31,7 +32,7 @@ from dni.pools import (
     lease_calls,
     lease_slots,
     read_lease_results,
-    sync_pool,
+    sync_pool_once,
     to_ms,
 )
 from dni.sites import PoolConfig, SiteConfig
@@ -39,6 +40,8 @@ from dni.traffic import Traffic, classify
 
 EVENT_TYPES = ("tel_click",)
 DEFAULT_HEARTBEAT = 60
+# One network may start this many times the new visits one address may.
+NETWORK_FACTOR = 4
 # "<site id>.<pool ids joined by ->.<random>", e.g. "3.7-9.kQ2Vv0c1Sx6t3BzZ"
 VISIT_ID = re.compile(r"([0-9]{1,9})\.((?:[0-9]{1,9}(?:-[0-9]{1,9}){0,7})?)\.[A-Za-z0-9_-]{16}")
 
@@ -82,8 +85,28 @@ class VisitInput:
 
 @dataclass(frozen=True)
 class RateLimit:
+    """New visits per window from one address, and from one network (/24 IPv4, /48 IPv6) of
+    addresses; `network_count` 0 means NETWORK_FACTOR times `count`."""
+
     count: int
     window_seconds: int
+    network_count: int = 0
+
+    @property
+    def per_network(self) -> int:
+        return self.network_count or NETWORK_FACTOR * self.count
+
+
+def network_of(ip: str) -> str:
+    """The /24 (IPv4) or /48 (IPv6) network of an address; the text itself if it is none."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+        address = address.ipv4_mapped
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
 
 
 @dataclass(frozen=True)
@@ -186,7 +209,7 @@ class Visits:
 
     def visit(self, site: SiteConfig, data: VisitInput, now: datetime) -> VisitAnswer:
         """Start a visit, or continue the visitor's current one (DESIGN §6.2)."""
-        agent = parse_agent(data.user_agent)
+        agent = classify_agent(data.user_agent)
         if agent.is_bot or data.opt_out:
             return VisitAnswer(site.key, None, data.visitor, (), 0)
         traffic = classify(data.url, data.referrer, site.keyword_param)
@@ -224,13 +247,15 @@ class Visits:
             "start", to_ms(now), site.session_seconds, data.visitor, data.url,
             fresh.fingerprint, "1" if traffic.tagged else "0", fresh.dumps(),
             json.dumps(row, separators=(",", ":")), data.ip, self.rate_limit.count,
-            self.rate_limit.window_seconds,
+            self.rate_limit.window_seconds, network_of(data.ip), self.rate_limit.per_network,
         ]  # fmt: skip
         try:
             (reply,) = self.stores.scripts.run(self.stores.redis, [self._visit_call(site, args)])
             outcome = as_text(reply[0])
             if outcome == "limited":
-                raise RateLimited("too many new visits from this address; try again later")
+                raise RateLimited(
+                    "too many new visits from this address or network; try again later"
+                )
             state = VisitState.loads(reply[1])
             outcomes = self._lease(site, state, now)
         except RedisError as exc:
@@ -302,9 +327,10 @@ class Visits:
         ]
 
     def _sync(self, pools: list[PoolConfig], now: datetime) -> None:
-        with self.stores.sessions() as session:
-            for pool in pools:
-                sync_pool(self.stores.redis, self.stores.scripts, session, pool, now)
+        """Bring pools Redis lacks back from SQL, one rebuild per pool across all callers; a
+        pool still missing afterwards (SQL down, rebuild still running) falls back."""
+        for pool in pools:
+            sync_pool_once(self.stores.redis, self.stores.scripts, self.stores.sessions, pool, now)
 
     @staticmethod
     def _answer(site: SiteConfig, state: VisitState, outcomes: list[LeaseOutcome]) -> VisitAnswer:

@@ -44,6 +44,8 @@ CAPS = {
     "calls.twilio_status": TWILIO,
     "reads.calls": NO_BODY,
     "reads.report": NO_BODY,
+    "metrics": NO_BODY,
+    "openapi.openapi": NO_BODY,
     "demo.shop": NO_BODY,
     "static": NO_BODY,
 }

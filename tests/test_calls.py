@@ -58,6 +58,7 @@ def test_signed_cdr_is_stored_with_numbers_normalised(
     assert response.get_json() == {
         "stored": 1,
         "calls": [{"call_id": "cdr-1", "result": "created"}],
+        "rejected": {},
     }
     (call,) = calls(sessions)
     assert (call.tracking_e164, call.caller_e164) == ("+864001000001", "+8613812345678")

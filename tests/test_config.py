@@ -13,6 +13,7 @@ def test_defaults_need_no_environment() -> None:
     settings = Settings.from_env({})
     assert settings.effective_database_url.startswith("sqlite:///")
     assert settings.effective_redis_url == f"unix://{settings.instance_path / 'redis.sock'}"
+    assert settings.flush_seconds == 1.0  # bounds what a Redis that loses its data loses
 
 
 def test_values_are_read_and_typed() -> None:

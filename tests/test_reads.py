@@ -64,7 +64,7 @@ def test_reads_need_a_valid_key(client: FlaskClient, data: dict[str, Any], key: 
     assert response.status_code == 401 and response.get_json()["code"] == "unauthorized"
 
 
-def test_a_key_for_another_site_is_refused(
+def test_a_key_for_another_site_is_refused_as_if_the_site_did_not_exist(
     client: FlaskClient, data: dict[str, Any], sessions: sessionmaker[Session], clock: Clock
 ) -> None:
     with sessions.begin() as session:
@@ -72,7 +72,10 @@ def test_a_key_for_another_site_is_refused(
         session.add(site)
         session.flush()
         other = create_key(session, "other", site.id, False, clock.now)
-    assert get(client, "/v1/calls", other, **DAY).status_code == 403
+    foreign = get(client, "/v1/calls", other, **DAY)
+    unknown = get(client, "/v1/calls", other, **DAY | {"site": "nosuchsite"})
+    assert foreign.status_code == unknown.status_code == 404
+    assert foreign.get_json() == unknown.get_json() | {"fields": {"site": "shop"}}
 
 
 def test_keyword_report_counts_visits_calls_and_leads(

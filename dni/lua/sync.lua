@@ -1,14 +1,17 @@
 -- Bring a pool's Redis state in line with SQL: rebuild it after Redis lost it, or apply a new
 -- set of active slots after `dni load`. Idempotent; a concurrent caller finds the work done.
--- KEYS: meta, free, busy, holders, visitors, seen, stats, visits, starts (as in lease.lua)
+-- KEYS: meta, free, busy, holders, visitors, seen, stats, visits, starts, probation (as in
+--       lease.lua)
 -- ARGV[1] version of the active slot set
 -- ARGV[2] now_ms
 -- ARGV[3] lowest lease seq allowed from now on (the highest seq SQL knows)
 -- ARGV[4] JSON {"slots": {slot: last_released_ms}, "live": [{slot, l, v, s, e}]}
---         live leases are only read when the pool is rebuilt from nothing.
+--         live leases are only read when the pool is rebuilt from nothing; they come back
+--         as full leases (SQL does not know which were on probation).
+-- Run by one caller per pool at a time (`dni.pools.sync_pool_once`).
 -- Returns "rebuilt", "updated" or "current".
-local meta, free, busy, holders_key, visitors, seen, visits =
-  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8]
+local meta, free, busy, holders_key, visitors, seen, visits, probation =
+  KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[8], KEYS[10]
 local current = redis.call('HGET', meta, 'version')
 if current == ARGV[1] then
   return 'current'
@@ -19,7 +22,7 @@ local outcome = 'updated'
 
 if not current then
   outcome = 'rebuilt'
-  redis.call('DEL', free, busy, holders_key, visitors, visits)
+  redis.call('DEL', free, busy, holders_key, visitors, visits, probation)
   for slot, released in pairs(spec.slots) do
     redis.call('ZADD', free, released, slot)
   end
@@ -55,6 +58,7 @@ else
       end
       redis.call('HDEL', holders_key, slot)
       redis.call('ZREM', busy, slot)
+      redis.call('ZREM', probation, slot)
     end
   end
   for slot, released in pairs(spec.slots) do

@@ -9,11 +9,13 @@
 --   P.."rows"           hash visit -> JSON visit row waiting for SQL
 --   P.."events"         hash event id -> JSON event waiting for SQL
 --   P.."rate:"..ip      new visits started from one address in the current window
+--   P.."net:"..network  new visits started from one network (/24, /48) in the current window
 -- KEYS[1] P (any key name; only its prefix up to the tag is used)
 -- ARGV[1] mode: "start", "touch" or "event"; ARGV[2] now_ms; ARGV[3] ttl seconds
 -- start: ARGV[4] visitor, ARGV[5] url, ARGV[6] fingerprint, ARGV[7] "1" when the URL is
 --        tagged, ARGV[8] new state JSON, ARGV[9] new visit row JSON, ARGV[10] ip,
---        ARGV[11] rate limit, ARGV[12] rate window seconds
+--        ARGV[11] rate limit, ARGV[12] rate window seconds, ARGV[13] the address's network,
+--        ARGV[14] network rate limit
 --        -> {"continue", state} | {"new", state} | {"limited"}
 -- touch: ARGV[4] visit id, ARGV[5] url ("" keeps the page) -> {"ok", state} | {"gone"}
 -- event: ARGV[4] visit id, ARGV[5] event id, ARGV[6] event JSON -> {"ok"} | {"gone"}
@@ -71,12 +73,18 @@ if state and (ARGV[7] ~= '1' or state.fingerprint == ARGV[6]) then
   return {'continue', save(state, url)}
 end
 
-local rate_key = P .. 'rate:' .. ARGV[10]
-if tonumber(redis.call('GET', rate_key) or '0') >= tonumber(ARGV[11]) then
-  return {'limited'}
+-- Both counters are checked before either counts: a refused visit costs no budget.
+local limits = {{P .. 'rate:' .. ARGV[10], tonumber(ARGV[11])},
+                {P .. 'net:' .. ARGV[13], tonumber(ARGV[14])}}
+for _, limit in ipairs(limits) do
+  if tonumber(redis.call('GET', limit[1]) or '0') >= limit[2] then
+    return {'limited'}
+  end
 end
-redis.call('INCR', rate_key)
-redis.call('EXPIRE', rate_key, tonumber(ARGV[12]), 'NX')
+for _, limit in ipairs(limits) do
+  redis.call('INCR', limit[1])
+  redis.call('EXPIRE', limit[1], tonumber(ARGV[12]), 'NX')
+end
 
 local fresh = cjson.decode(ARGV[8])
 redis.call('SET', P .. 'visit:' .. fresh.visit, ARGV[8], 'EX', ttl)

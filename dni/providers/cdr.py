@@ -2,6 +2,8 @@
 
 `X-DNI-Signature: hex(HMAC-SHA256(secret, timestamp + "." + raw_body))` with `X-DNI-Timestamp`
 (Unix seconds) within ±300 s of now. The signature is checked before the body is parsed.
+Every field is validated into a typed record; a bad record is reported by its place and field
+and never stops the good ones of its batch.
 """
 
 from __future__ import annotations
@@ -9,12 +11,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from dni.calls import STATUSES, CallRecord
+from dni.calls import (
+    EARLIEST,
+    LATEST,
+    MAX_DURATION,
+    STATUSES,
+    CallRecord,
+    read_started,
+    storage_problem,
+)
 from dni.errors import DniError, InvalidInput
+from dni.traffic import text_problem
 
 WINDOW_SECONDS = 300
 MAX_BATCH = 1000
@@ -31,6 +44,14 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of a credential a caller sent with the one expected; any text
+    (non-ASCII, stray bytes decoded as Latin-1) is simply unequal, never an error."""
+    return hmac.compare_digest(
+        given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def verify(
     secret: str, timestamp: str | None, signature: str | None, body: bytes, now: datetime
 ) -> None:
@@ -43,12 +64,28 @@ def verify(
         raise BadSignature("X-DNI-Timestamp must be Unix seconds") from None
     if abs(now.timestamp() - sent) > WINDOW_SECONDS:
         raise BadSignature(f"X-DNI-Timestamp is more than {WINDOW_SECONDS} s from now")
-    if not hmac.compare_digest(sign(secret, timestamp, body), signature.strip().lower()):
+    if not same_secret(signature.strip().lower(), sign(secret, timestamp, body)):
         raise BadSignature("X-DNI-Signature does not match the body")
 
 
-def parse_batch(body: bytes) -> list[CallRecord]:
-    """Every record of a push, or InvalidInput naming each bad field as `[i].field`."""
+@dataclass(frozen=True)
+class Batch:
+    """A push's good records by their place in it (`[i]`, or "" for a single record) and each
+    bad field of the others as `[i].field`, named as the sender names it."""
+
+    records: dict[str, CallRecord]
+    errors: dict[str, str]
+    # How the sender names the records' place and fields (a preset's `feeLst`, `callerNum`).
+    prefix: str = ""
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def name(self, where: str, name: str) -> str:
+        """A field of the record at `where`, as the sender calls it."""
+        return f"{self.prefix}{where}.{self.names.get(name, name)}".lstrip(".")
+
+
+def parse_batch(body: bytes) -> Batch:
+    """Every record of a push; InvalidInput only when the body itself is wrong."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -57,14 +94,13 @@ def parse_batch(body: bytes) -> list[CallRecord]:
     if not items or len(items) > MAX_BATCH:
         raise InvalidInput(f"send 1 to {MAX_BATCH} records", {"body": f"{len(items)} records"})
     errors: dict[str, str] = {}
-    records = []
+    records = {}
     for i, item in enumerate(items):
-        record = _parse(item, f"[{i}]" if isinstance(data, list) else "", errors)
+        where = f"[{i}]" if isinstance(data, list) else ""
+        record = _parse(item, where, errors)
         if record is not None:
-            records.append(record)
-    if errors:
-        raise InvalidInput("invalid call records; none were stored", errors)
-    return records
+            records[where] = record
+    return Batch(records, errors)
 
 
 def parse_record(item: Any) -> CallRecord:
@@ -93,6 +129,10 @@ def _parse(item: Any, where: str, errors: dict[str, str]) -> CallRecord | None:
                 f"must be a string of at most {limit} characters"
             )
             return ""
+        problem = text_problem(value)
+        if problem is not None:
+            errors[f"{where}.{name}".lstrip(".")] = problem
+            return ""
         return value
 
     call_id = text("call_id", 128)
@@ -105,20 +145,25 @@ def _parse(item: Any, where: str, errors: dict[str, str]) -> CallRecord | None:
     if status and status not in STATUSES:
         errors[f"{where}.status".lstrip(".")] = f"one of {', '.join(STATUSES)}"
     started_raw = text("started_at", 40)
-    started = None
-    if started_raw:
-        try:
-            started = datetime.fromisoformat(started_raw)
-        except ValueError:
-            started = None
-        if started is None or started.tzinfo is None:
-            errors[f"{where}.started_at".lstrip(".")] = "ISO 8601 with a UTC offset"
+    started = _started(started_raw) if started_raw else None
+    if started_raw and started is None:
+        errors[f"{where}.started_at".lstrip(".")] = (
+            f"ISO 8601 with a UTC offset, from {EARLIEST.year} to {LATEST.year}"
+        )
     duration = item.get("duration", 0)
-    if isinstance(duration, bool) or not isinstance(duration, int) or not 0 <= duration <= 86_400:
-        errors[f"{where}.duration".lstrip(".")] = "whole seconds from 0 to 86400"
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, int)
+        or not 0 <= duration <= MAX_DURATION
+    ):
+        errors[f"{where}.duration".lstrip(".")] = f"whole seconds from 0 to {MAX_DURATION}"
     recording = text("recording_url", 2048, required=False)
     if recording and urlsplit(recording).scheme not in ("http", "https"):
         errors[f"{where}.recording_url".lstrip(".")] = "an http(s) URL"
+    unstorable = storage_problem(item)
+    if unstorable is not None and len(errors) == before:
+        path, problem = unstorable
+        errors[f"{where}.{path}".lstrip(".")] = problem
     if len(errors) > before or started is None:
         return None
     return CallRecord(
@@ -133,3 +178,12 @@ def _parse(item: Any, where: str, errors: dict[str, str]) -> CallRecord | None:
         recording_url=recording,
         payload=item,
     )
+
+
+def _started(raw: str) -> datetime | None:
+    """An ISO 8601 time with an offset in the plausible range, else None."""
+    try:
+        started = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return read_started(started) if started.tzinfo is not None else None

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from dni.calls import record_call
+from dni.calls import record_call, storage_problem
 from dni.errors import InvalidInput
 from dni.providers.cdr import parse_record
 from dni.providers.presets import Preset, translate
@@ -61,8 +61,9 @@ def _generic_row(
         value = (row.get(mapping.get(ours, ours)) or "").strip()
         if value:
             item[ours] = value
-    if "duration" in item:
-        item["duration"] = int(item["duration"]) if item["duration"].isdigit() else item["duration"]
+    seconds = item.get("duration", "")
+    if seconds.isascii() and seconds.isdigit() and len(seconds) <= 10:
+        item["duration"] = int(seconds)  # else left as text, refused as a duration
     started = item.get("started_at", "")
     try:
         moment = datetime.fromisoformat(started)
@@ -90,6 +91,9 @@ def import_calls(
         try:
             item = translate(preset, row) if preset else _generic_row(row, mapping or {}, zone)
             record = replace(parse_record(item), provider=preset.name if preset else "csv")
+            unstorable = storage_problem(dict(row))
+            if unstorable is not None:
+                raise InvalidInput("unstorable cell", dict([unstorable]))
             # record_call checks the called number before it writes anything.
             outcome = record_call(session, site, replace(record, payload=dict(row)), now)
         except InvalidInput as error:

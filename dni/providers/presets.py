@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dni.calls import CallRecord
+from dni.calls import storage_problem
 from dni.errors import InvalidInput
-from dni.providers.cdr import WINDOW_SECONDS, BadSignature, parse_batch
+from dni.providers.cdr import WINDOW_SECONDS, BadSignature, Batch, parse_batch, same_secret
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 
@@ -97,7 +97,7 @@ def verify(
         expected = base64.b64encode(
             hmac.new(secret.encode(), (nonce + created).encode(), hashlib.sha256).digest()
         ).decode()
-        if not hmac.compare_digest(expected, digest):
+        if not same_secret(digest, expected):
             raise BadSignature("X-AKSK PasswordDigest does not match")
         return
     if preset.auth == "basic":
@@ -106,10 +106,10 @@ def verify(
             password = base64.b64decode(encoded).decode().partition(":")[2]
         except (ValueError, UnicodeDecodeError):
             password = ""
-        if scheme.lower() != "basic" or not hmac.compare_digest(password, secret):
+        if scheme.lower() != "basic" or not same_secret(password, secret):
             raise BadSignature("basic authentication with the site's cdr_secret is required")
         return
-    if not hmac.compare_digest(query.get("token", ""), secret):
+    if not same_secret(query.get("token", ""), secret):
         raise BadSignature("?token=<the site's cdr_secret> is required")
 
 
@@ -123,10 +123,23 @@ def _moment(value: Any, clock: str) -> str:
     return datetime.strptime(str(value), "%Y-%m-%d %H:%M:%S").replace(tzinfo=zone).isoformat()
 
 
+def _seconds(value: Any) -> int:
+    """Whole seconds written as a number or as digits; ValueError for anything else."""
+    if value in (None, ""):
+        return 0
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        return int(value)
+    raise ValueError(f"not whole seconds: {value!r}")
+
+
 def _duration(preset: Preset, item: dict[str, Any], answered: bool) -> int:
     """Talk time: the provider's own field, or end minus answer."""
     if preset.duration is not None:
-        return int(item.get(preset.duration) or 0)
+        return _seconds(item.get(preset.duration))
     assert preset.ended is not None
     end = item.get(preset.ended)
     if not answered or not end:
@@ -143,20 +156,21 @@ def translate(preset: Preset, item: Any) -> dict[str, Any]:
     record: dict[str, Any] = {ours: item.get(theirs) for ours, theirs in preset.fields.items()}
     record = {k: v if v is None else str(v) for k, v in record.items()}
     answered = item.get(preset.answered) not in (None, "", 0, "0")
+    # Out-of-range epochs raise OverflowError or OSError ("Value too large"), not ValueError.
     try:
         record["started_at"] = _moment(item.get(preset.started), preset.clock)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError, OSError):
         record["started_at"] = "not a time"
     try:
         record["duration"] = _duration(preset, item, answered)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, OverflowError, OSError):
         record["duration"] = "not a number"
     record["status"] = "completed" if answered else "no-answer"
     return {k: v for k, v in record.items() if v is not None}
 
 
-def parse_preset(preset: Preset, body: bytes) -> list[CallRecord]:
-    """The push's records as generic ones; InvalidInput names the provider's own fields."""
+def parse_preset(preset: Preset, body: bytes) -> Batch:
+    """The push's records as generic ones; errors name the provider's own fields."""
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
@@ -164,21 +178,22 @@ def parse_preset(preset: Preset, body: bytes) -> list[CallRecord]:
     items = data.get(preset.records) if preset.records and isinstance(data, dict) else data
     if preset.records and not isinstance(items, list):
         raise InvalidInput(f"{preset.records} must be a list", {preset.records: "missing"})
-    batch = items if isinstance(items, list) else [items]
-    generic = [translate(preset, item) for item in batch]
+    batch: list[Any] = items if isinstance(items, list) else [items]
+    parsed = parse_batch(json.dumps([translate(preset, item) for item in batch]).encode())
     theirs = dict(preset.fields)
     theirs |= {"started_at": preset.started, "duration": preset.duration or preset.ended or ""}
-    try:
-        records = parse_batch(json.dumps(generic).encode())
-    except InvalidInput as error:
-        prefix = f"{preset.records}" if preset.records else ""
-        renamed = {}
-        for path, problem in error.fields.items():
-            where, _, name = path.partition(".")
-            renamed[f"{prefix}{where}.{theirs.get(name, name)}".lstrip(".")] = problem
-        raise InvalidInput(error.message, renamed) from None
-    # Stored as the provider sent them, not as translated.
-    return [
-        replace(r, provider=preset.name, payload=original)
-        for r, original in zip(records, batch, strict=True)
-    ]
+    named = Batch({}, {}, preset.records or "", theirs)
+    errors = {}
+    for path, problem in parsed.errors.items():
+        where, _, name = path.partition(".")
+        errors[named.name(where, name)] = problem
+    records = {}
+    for where, record in parsed.records.items():
+        # Stored as the provider sent them, not as translated: that must be storable too.
+        original = batch[int(where.strip("[]"))]
+        unstorable = storage_problem(original)
+        if unstorable is None:
+            records[where] = replace(record, provider=preset.name, payload=original)
+        else:
+            errors[f"{named.prefix}{where}.{unstorable[0]}"] = unstorable[1]
+    return replace(named, records=records, errors=errors)

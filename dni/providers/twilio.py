@@ -3,7 +3,8 @@
 Signatures are checked with twilio's own RequestValidator (URL with and without the port, every
 POST parameter; for a JSON body, the `bodySHA256` hash in the URL). Status callbacks of the
 forwarded leg carry `ParentCallSid`, which names the tracked inbound call; they may arrive in
-any order.
+any order. Every field must be storable text and durations whole seconds, or the report is a
+400 naming the field.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from urllib.parse import parse_qs, urlsplit
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
-from dni.calls import STATUS_RANK, CallRecord
+from dni.calls import MAX_DURATION, STATUS_RANK, CallRecord
 from dni.errors import InvalidInput
 from dni.providers.cdr import BadSignature
+from dni.traffic import text_problem
+
+MAX_CALL_SID = 128  # the stored call id's length; Twilio's own SIDs are 34 characters
 
 
 def verify(auth_token: str, url: str, form: Mapping[str, str], signature: str | None) -> None:
@@ -47,19 +51,34 @@ def verify_json(auth_token: str, url: str, body: str, signature: str | None) -> 
 
 
 def call_report(form: Mapping[str, str], now: datetime) -> CallRecord:
-    """What a voice webhook or status callback says about the tracked (parent) call."""
+    """What a voice webhook or status callback says about the tracked (parent) call;
+    InvalidInput naming each field that cannot be stored."""
+    errors = {}
+    for field, value in form.items():
+        problem = text_problem(field) or text_problem(value)
+        if problem is not None:
+            errors[field] = problem
     parent = form.get("ParentCallSid") or ""
+    call_id = parent or form.get("CallSid", "")
+    if len(call_id) > MAX_CALL_SID:
+        errors["ParentCallSid" if parent else "CallSid"] = f"at most {MAX_CALL_SID} characters"
     status = form.get("DialCallStatus") or form.get("CallStatus") or "ringing"
-    duration = form.get("DialCallDuration") or form.get("CallDuration")
+    name = "DialCallDuration" if form.get("DialCallDuration") else "CallDuration"
+    raw = form.get(name) or ""
+    duration = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else None
+    if raw and (duration is None or duration > MAX_DURATION):
+        errors[name] = f"whole seconds from 0 to {MAX_DURATION}"
+    if errors:
+        raise InvalidInput("invalid Twilio report", errors)
     return CallRecord(
         provider="twilio",
-        call_id=parent or form.get("CallSid", ""),
+        call_id=call_id,
         # On the forwarded leg, From is still the caller and To is the shop's number.
         caller=form.get("From", ""),
         called=form.get("To", "") if not parent else form.get("ForwardedFrom", ""),
         started_at=now,
         status=status if status in STATUS_RANK else "ringing",
-        duration=int(duration) if duration and duration.isdigit() else None,
+        duration=duration,
         recording_url=form.get("RecordingUrl", ""),
         payload=dict(form),
     )

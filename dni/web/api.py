@@ -1,7 +1,7 @@
 """The public snippet API (DESIGN §6.2): start a visit, heartbeat it, report a tel: tap.
 
-CORS is granted to the site's own domains only; bodies are `text/plain` JSON so browsers send
-no preflight.
+CORS is granted to the site's own domains only, here and nowhere else, preflights included;
+bodies are `text/plain` JSON so browsers send no preflight.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ bp = Blueprint("api", __name__)
 
 SITE_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 VISITOR = re.compile(r"[A-Za-z0-9_.-]{8,64}")
+VISIT_ACTIONS = ("heartbeat", "events")
 # The snippet's JSON bodies: DNI_MAX_BODY_BYTES (16 KiB by default).
 snippet_body = body_limit(lambda settings: settings.max_body_bytes)
 
@@ -49,7 +50,7 @@ def _respond(answer: VisitAnswer, origin: str | None) -> Response:
     return response
 
 
-@bp.post("/v1/visits")
+@bp.post("/v1/visits", provide_automatic_options=False)
 @snippet_body
 def create_visit() -> Response:
     rt = runtime()
@@ -75,7 +76,7 @@ def create_visit() -> Response:
     return _respond(rt.visits.visit(site, data, rt.now()), origin)
 
 
-@bp.post("/v1/visits/<visit>/heartbeat")
+@bp.post("/v1/visits/<visit>/heartbeat", provide_automatic_options=False)
 @snippet_body
 def heartbeat(visit: str) -> Response:
     rt = runtime()
@@ -87,7 +88,7 @@ def heartbeat(visit: str) -> Response:
     return _respond(rt.visits.heartbeat(site, visit, url or None, rt.now()), origin)
 
 
-@bp.post("/v1/visits/<visit>/events")
+@bp.post("/v1/visits/<visit>/events", provide_automatic_options=False)
 @snippet_body
 def record_event(visit: str) -> Response:
     rt = runtime()
@@ -106,12 +107,26 @@ def record_event(visit: str) -> Response:
 @bp.route("/v1/visits", methods=["OPTIONS"])
 @bp.route("/v1/visits/<visit>/<action>", methods=["OPTIONS"])
 def preflight(visit: str = "", action: str = "") -> Response:
-    """Browsers should not preflight text/plain bodies, but answer those that do."""
+    """Grant a preflight only to the domains of the site a visit id names.
+
+    `/v1/visits` carries its site in the body, so no Origin can be checked there: it grants
+    none. The snippet sends text/plain bodies, which browsers never preflight.
+    """
+    if not visit:
+        return _preflight(None)
+    if action not in VISIT_ACTIONS:
+        raise NotFound("no such route")
+    return _preflight(_allowed_origin(runtime().visits.site_of(visit)))
+
+
+def _preflight(origin: str | None) -> Response:
     response = Response(status=204)
-    response.headers["Access-Control-Allow-Origin"] = request.headers.get("Origin", "*")
-    response.headers["Access-Control-Allow-Methods"] = "POST"
-    response.headers["Access-Control-Allow-Headers"] = "Content-Type"
-    response.headers["Access-Control-Max-Age"] = "86400"
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = "POST"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Max-Age"] = "86400"
+    response.headers["Vary"] = "Origin"
     return response
 
 

@@ -7,9 +7,10 @@ from typing import cast
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from dni.calls import record_call
-from dni.errors import Forbidden, NotFound
+from dni.calls import record_call, record_calls
+from dni.errors import Forbidden, InvalidInput, NotFound
 from dni.providers import cdr, presets, twilio
+from dni.sitefile import SITE_KEY
 from dni.sites import SiteConfig
 from dni.web.inputs import body_limit
 from dni.web.runtime import runtime
@@ -22,10 +23,29 @@ MAX_TWILIO_BYTES = 64 * 1024
 
 
 def _site(key: str) -> SiteConfig:
-    site = runtime().sites.get(key)
+    # A key no site can have (NUL, spaces, too long) is unknown without asking SQL.
+    site = runtime().sites.get(key) if SITE_KEY.fullmatch(key) else None
     if site is None:
-        raise NotFound("unknown site", {"site": key})
+        raise NotFound("unknown site", {"site": key[:64]})
     return site
+
+
+def _store(site: SiteConfig, batch: cdr.Batch) -> tuple[dict[str, str], dict[str, str]]:
+    """Store the good records of a push: their outcomes by place, and every bad field.
+
+    400 naming the fields when nothing could be stored: a provider then fixes and resends.
+    """
+    rt = runtime()
+    with rt.stores.sessions.begin() as session:
+        outcomes, refused = record_calls(session, site, batch.records, rt.now())
+    errors = dict(batch.errors)
+    for where, fields in refused.items():
+        errors |= {batch.name(where, name): why for name, why in fields.items()}
+    if not outcomes:
+        raise InvalidInput("invalid call records; none were stored", errors)
+    if errors:
+        current_app.logger.warning("site %s: call records refused: %s", site.key, errors)
+    return outcomes, errors
 
 
 def _secret(site: SiteConfig, name: str) -> str:
@@ -49,11 +69,10 @@ def cdr_push(site_key: str) -> tuple[Response, int]:
         body,
         rt.now(),
     )
-    records = cdr.parse_batch(body)
-    with rt.stores.sessions.begin() as session:
-        outcomes = [record_call(session, site, r, rt.now()) for r in records]
-    calls = [{"call_id": r.call_id, "result": o} for r, o in zip(records, outcomes, strict=True)]
-    return jsonify({"stored": len(calls), "calls": calls}), 200
+    batch = cdr.parse_batch(body)
+    outcomes, errors = _store(site, batch)
+    calls = [{"call_id": batch.records[at].call_id, "result": o} for at, o in outcomes.items()]
+    return jsonify({"stored": len(calls), "calls": calls, "rejected": errors}), 200
 
 
 @bp.post("/v1/calls/cdr/<site_key>/<preset_name>")
@@ -68,10 +87,7 @@ def cdr_preset(site_key: str, preset_name: str) -> tuple[Response, int]:
         raise NotFound(f"unknown preset; known: {known}", {"preset": preset_name})
     headers = cast(Mapping[str, str], request.headers)  # case-insensitive lookups
     presets.verify(preset, _secret(site, "cdr_secret"), headers, request.args, rt.now())
-    records = presets.parse_preset(preset, request.get_data(cache=False))
-    with rt.stores.sessions.begin() as session:
-        for record in records:
-            record_call(session, site, record, rt.now())
+    _store(site, presets.parse_preset(preset, request.get_data(cache=False)))
     return jsonify(dict(preset.reply)), 200
 
 

@@ -2,7 +2,8 @@
 
 Every route has a body cap, enforced by one app-wide hook before any handler, form decoder or
 signature check sees the body. Problems are reported as 400 (413 for size) `{"error",
-"fields": {name: why}}`.
+"fields": {name: why}}`. Text fields refuse what cannot be stored (NUL, controls, lone
+surrogates: `dni.traffic.text_problem`), so nothing queued for SQL can block the queue.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from dni.config import Settings
 from dni.errors import InvalidInput
+from dni.traffic import text_problem
 from dni.web.runtime import runtime
 
 MAX_URL = 2048
@@ -123,6 +125,10 @@ class Fields:
             return ""
         if len(value) > max_len:
             self.errors[name] = f"longer than {max_len} characters"
+            return ""
+        problem = text_problem(value)
+        if problem is not None:
+            self.errors[name] = problem
             return ""
         if pattern is not None and not pattern.fullmatch(value):
             self.errors[name] = f"must match {pattern.pattern}"

@@ -1,7 +1,30 @@
-"""The OpenAPI description of every route, served at /openapi.json (issue 10: being filled in)."""
+"""The OpenAPI description of every route: docs/openapi.yaml, served as JSON at /openapi.json.
+
+The file is located relative to the repository, like the snippet build (dni/config.py), and
+parsed once per process.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from flask import Blueprint, Response, jsonify
+
+SPEC = Path(__file__).resolve().parent.parent.parent / "docs" / "openapi.yaml"
 
 bp = Blueprint("openapi", __name__)
+
+
+@cache
+def read_spec() -> dict[str, Any]:
+    """docs/openapi.yaml as a dict, parsed on first use."""
+    spec: dict[str, Any] = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
+    return spec
+
+
+@bp.get("/openapi.json")
+def openapi() -> Response:
+    return jsonify(read_spec())
