@@ -18,7 +18,6 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
 
     The extra key `clock` (a callable returning an aware datetime) replaces the wall clock.
     """
-    from dni import metrics
     from dni.config import Settings
     from dni.db import make_engine, make_sessionmaker
     from dni.geo import IpRegions
@@ -28,7 +27,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     from dni.redisdb import connect_redis
     from dni.sites import SiteDirectory
     from dni.visits import RateLimit, Stores, Visits
-    from dni.web import api, calls, errors, openapi, reads, security, snippet
+    from dni.web import api, calls, errors, metrics, openapi, reads, security, snippet
     from dni.web.inputs import install_body_limits
     from dni.web.runtime import Runtime
 
