@@ -64,14 +64,19 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return url
 
 
-@pytest.fixture
-def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+def emptied_sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    """Sessions on a database emptied of every row (the schema stays), disposed afterwards."""
     engine = make_engine(database_url)
     with engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
             connection.execute(delete(table))
     yield make_sessionmaker(engine)
     engine.dispose()
+
+
+@pytest.fixture
+def sessions(database_url: str) -> Iterator[sessionmaker[Session]]:
+    yield from emptied_sessions(database_url)
 
 
 @pytest.fixture

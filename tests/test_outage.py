@@ -19,7 +19,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
-from sqlalchemy import delete, event, func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session, sessionmaker
 from twilio.request_validator import RequestValidator
 
@@ -28,11 +28,11 @@ from dni.apikeys import create_key
 from dni.db import make_engine, make_sessionmaker, upgrade_database
 from dni.history import Flusher
 from dni.jobs import run_background
-from dni.models import Base, Visit
+from dni.models import Visit
 from dni.pgserver import PostgresServer, binaries
 from dni.providers.cdr import sign
 from dni.web.runtime import Runtime
-from tests.conftest import Clock
+from tests.conftest import Clock, emptied_sessions
 from tests.factories import DESKTOP_UA, load_toml, shop_toml
 from tests.servers import RedisServer
 
@@ -57,12 +57,7 @@ def postgres() -> Iterator[PostgresServer]:
 def pg_sessions(postgres: PostgresServer) -> Iterator[sessionmaker[Session]]:
     if not postgres.running:  # a test failed before starting it again
         postgres.start()
-    engine = make_engine(postgres.url)
-    with engine.begin() as connection:
-        for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(delete(table))
-    yield make_sessionmaker(engine)
-    engine.dispose()
+    yield from emptied_sessions(postgres.url)
 
 
 @pytest.fixture
