@@ -40,8 +40,8 @@ def classify_agent(user_agent: str) -> Agent:
     return agent
 
 
-# Keyed by whole headers (up to 8 KB each) this cache held 33 MB per worker after 20,000
-# random user agents; `classify_agent` keys it by at most MAX_USER_AGENT characters: 4 MB.
+# Keyed by whole headers (up to 8 KB each) this cache grew to tens of MB per worker under
+# random user agents; `classify_agent` keys it by at most MAX_USER_AGENT characters.
 @lru_cache(maxsize=8192)
 def parse_agent(user_agent: str) -> Agent:
     """Classify a User-Agent header; an empty or automated one is a bot."""

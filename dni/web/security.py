@@ -14,11 +14,11 @@ EVERY_ANSWER = {
     "X-Frame-Options": "DENY",
 }
 # Nothing an API answer contains may load, run or be framed, even if a browser renders it.
-API_ANSWER = {
+API_ANSWER = EVERY_ANSWER | {
     "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'",
     "Referrer-Policy": "no-referrer",
 }
-PAGE = {
+PAGE = EVERY_ANSWER | {
     "Content-Security-Policy": "frame-ancestors 'none'",
     "Referrer-Policy": "strict-origin-when-cross-origin",
 }
@@ -28,7 +28,7 @@ HSTS = "max-age=31536000"
 def secure_headers(response: Response) -> Response:
     """Add the headers a handler did not set itself."""
     policy = PAGE if response.mimetype == "text/html" else API_ANSWER
-    for name, value in (EVERY_ANSWER | policy).items():
+    for name, value in policy.items():
         response.headers.setdefault(name, value)
     if request.is_secure:
         response.headers.setdefault("Strict-Transport-Security", HSTS)
