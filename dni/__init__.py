@@ -65,7 +65,7 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(reads.bp)
     app.register_blueprint(openapi.bp)
     if settings.demo:
-        from dni import demo
+        from dni.web import demo
 
         app.register_blueprint(demo.bp)
     errors.register(app)

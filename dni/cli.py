@@ -84,13 +84,13 @@ def _prepare_demo(settings: Settings, bind: str) -> None:
     from sqlalchemy import select
 
     from dni.apikeys import create_key
-    from dni.demo import DEMO_SITES, add_demo_calls
     from dni.models import Call
     from dni.pools import Scripts
     from dni.redisdb import connect_redis
     from dni.sitefile import load_sites, parse_sites
     from dni.sites import read_site
     from dni.visits import Stores
+    from dni.web.demo import DEMO_SITES, add_demo_calls
 
     sessions = _sessions(settings)
     now = datetime.now(UTC)
@@ -392,7 +392,7 @@ def bench() -> None:
 @click.option("--connections", default=32, show_default=True)
 def bench_visits(seconds: int, connections: int) -> None:
     """Throughput and latency of new visits and heartbeats against a hello-world route."""
-    from dni.bench import run_visit_benchmark
+    from dni.bench.visits import run_visit_benchmark
 
     run_visit_benchmark(seconds, connections, click.echo)
 
@@ -401,7 +401,7 @@ def bench_visits(seconds: int, connections: int) -> None:
 @click.option("--loads", default=5, show_default=True, help="page loads to take the median of")
 def bench_snippet(loads: int) -> None:
     """Time to swap and main-thread cost of the snippet on a 5,000-text-node page."""
-    from dni.snippet_bench import run_snippet_benchmark
+    from dni.bench.snippet import run_snippet_benchmark
 
     run_snippet_benchmark(loads, click.echo)
 
@@ -415,7 +415,7 @@ def bench_snippet(loads: int) -> None:
               help="pool sizes as multiples of peak concurrency")  # fmt: skip
 def bench_attribution(days: int, per_day: int, seed: int, months: int, sizes: str) -> None:
     """Attribution accuracy over a simulated month, beside two naive baselines."""
-    from dni.attribution_bench import run_attribution_benchmark
+    from dni.bench.attribution import run_attribution_benchmark
 
     try:
         factors = [float(x) for x in sizes.split(",")]
@@ -431,7 +431,7 @@ def bench_attribution(days: int, per_day: int, seed: int, months: int, sizes: st
 @click.option("--calls", default=2000, show_default=True)
 def bench_calls(calls: int) -> None:
     """CDR webhook latency and batch re-attribution speed (DESIGN §7)."""
-    from dni.calls_bench import run_calls_benchmark
+    from dni.bench.calls import run_calls_benchmark
 
     run_calls_benchmark(calls, click.echo)
 
@@ -442,7 +442,7 @@ def bench_calls(calls: int) -> None:
 @click.option("--runs", default=5, show_default=True, help="timed runs to take the median of")
 def bench_reports(visits: int, database_url: str, runs: int) -> None:
     """Call reports over 1 M calls and 10 M visits in PostgreSQL (DESIGN §7)."""
-    from dni.reports_bench import run_reports_benchmark
+    from dni.bench.reports import run_reports_benchmark
 
     run_reports_benchmark(visits, database_url, runs, click.echo)
 
@@ -452,6 +452,6 @@ def bench_reports(visits: int, database_url: str, runs: int) -> None:
 @click.option("--scenarios", default="all", show_default=True, help="comma-separated names")
 def bench_faults(seconds: int, scenarios: str) -> None:
     """Stores killed under load, a pool-drain attacker and a share soak: what held (issue 10)."""
-    from dni.faults_bench import run_fault_benchmark
+    from dni.bench.faults import run_fault_benchmark
 
     run_fault_benchmark(seconds, scenarios, click.echo)

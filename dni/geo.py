@@ -6,9 +6,7 @@ placed it (stored on the call, "广东省深圳市"). Attribution compares the t
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import maxminddb
@@ -75,17 +73,3 @@ class IpRegions:
                 if found:
                     return found
         return ""
-
-
-def write_database(path: Path, networks: Mapping[str, Mapping[str, str]]) -> Path:
-    """Write a MaxMind-format city database placing each network ("36.1.0.0/16") in a province
-    named by language ({"zh-CN": "广东"}): for tests and benchmarks, which install mmdb-writer
-    (`dni[test]`)."""
-    from mmdb_writer import MMDBWriter
-    from netaddr import IPSet
-
-    writer = MMDBWriter(database_type="GeoIP2-City", languages=["zh-CN", "en"])
-    for network, names in networks.items():
-        writer.insert_network(IPSet([network]), {"subdivisions": [{"names": dict(names)}]})
-    writer.to_db_file(str(path))
-    return path

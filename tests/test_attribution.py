@@ -10,7 +10,8 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.attribution import CLOCK_MARGIN, reattribute
-from dni.geo import IpRegions, write_database
+from dni.bench.stores import write_geoip
+from dni.geo import IpRegions
 from dni.history import flush_history
 from dni.models import Call
 from dni.visits import VisitAnswer
@@ -281,7 +282,7 @@ BEIJING_CALLER = "+8613800000000"  # 北京市
 @pytest.fixture
 def regions(tmp_path: Path) -> IpRegions:
     networks = {"36.1.0.0/16": {"zh-CN": "广东"}, "36.2.0.0/16": {"zh-CN": "北京"}}
-    return IpRegions(str(write_database(tmp_path / "city.mmdb", networks)))
+    return IpRegions(str(write_geoip(tmp_path / "city.mmdb", networks)))
 
 
 @pytest.mark.parametrize("caller", [GUANGDONG_CALLER, BEIJING_CALLER])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from dni.attribution_bench import (
+from dni.bench.attribution import (
     RUNS,
     peak_concurrency,
     run_attribution_benchmark,

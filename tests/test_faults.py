@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from dni.faults_bench import HEADER, SCENARIOS, Outcome, run_fault_benchmark
+from dni.bench.faults import HEADER, SCENARIOS, Outcome, run_fault_benchmark
 
 pytestmark = pytest.mark.skipif(
     bool(os.environ.get("DNI_TEST_DATABASE_URL")),

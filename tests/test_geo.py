@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from dni.bench.stores import write_geoip
 from dni.errors import ConfigError
-from dni.geo import IpRegions, province, write_database
+from dni.geo import IpRegions, province
 
 
 @pytest.mark.parametrize(
@@ -24,7 +25,7 @@ def test_a_place_name_gives_its_province(place: str, expected: str) -> None:
 
 
 def test_an_address_gives_the_province_its_database_names(tmp_path: Path) -> None:
-    path = write_database(
+    path = write_geoip(
         tmp_path / "city.mmdb",
         {"36.1.0.0/16": {"zh-CN": "广东省", "en": "Guangdong"}, "36.2.0.0/16": {"en": "Beijing"}},
     )

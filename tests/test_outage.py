@@ -25,11 +25,11 @@ from twilio.request_validator import RequestValidator
 
 from dni import create_app, sites
 from dni.apikeys import create_key
+from dni.bench.pgserver import PostgresServer, binaries
 from dni.db import make_engine, make_sessionmaker, upgrade_database
 from dni.history import Flusher
 from dni.jobs import run_background
 from dni.models import Visit
-from dni.pgserver import PostgresServer, binaries
 from dni.providers.cdr import sign
 from dni.web.runtime import Runtime
 from tests.conftest import Clock, emptied_sessions

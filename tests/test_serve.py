@@ -120,8 +120,8 @@ def test_unknown_route_and_method_answer_json(client: FlaskClient) -> None:
 def test_demo_calls_fill_the_keyword_report(
     rt: Any, sessions: sessionmaker[Session], clock: Any
 ) -> None:
-    from dni.demo import DEMO_SITES, add_demo_calls
     from dni.reports import call_report, period
+    from dni.web.demo import DEMO_SITES, add_demo_calls
     from tests.factories import load_toml
 
     load_toml(sessions, DEMO_SITES)

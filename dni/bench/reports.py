@@ -18,9 +18,9 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import text
 
+from dni.bench.stores import private_postgres
 from dni.db import make_engine, make_sessionmaker, upgrade_database
 from dni.reports import call_report, period
-from dni.scratch import private_postgres
 from dni.sitefile import load_sites, parse_sites
 from dni.sites import read_site
 from dni.visitcounts import recount

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from flask import Flask
 
-from dni.scratch import Scratch, scratch_stores
+from dni.bench.stores import Scratch, scratch_stores
 
 BENCH_SITE = """
 [[site]]
@@ -149,7 +149,7 @@ def _post(url: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
 
 def _serve(which: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "dni.bench", which, f"127.0.0.1:{port}"],
+        [sys.executable, "-m", "dni.bench.visits", which, f"127.0.0.1:{port}"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -239,7 +239,7 @@ def _measure(
 
 
 def main() -> None:
-    """`python -m dni.bench hello|dni HOST:PORT`: a server with `dni serve`'s gunicorn config."""
+    """`python -m dni.bench.visits hello|dni HOST:PORT`: a server as `dni serve` runs it."""
     from dni import create_app
     from dni.serve import run_gunicorn
 

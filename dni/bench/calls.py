@@ -17,11 +17,11 @@ from sqlalchemy import func, select
 
 from dni import create_app
 from dni.attribution import reattribute
-from dni.attribution_bench import START, UA, simulate
+from dni.bench.attribution import START, UA, simulate
+from dni.bench.stores import Scratch, scratch_stores
 from dni.history import flush_history
 from dni.models import Call
 from dni.providers.cdr import sign
-from dni.scratch import Scratch, scratch_stores
 from dni.visits import VisitInput
 
 SITE = """

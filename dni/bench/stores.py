@@ -1,7 +1,8 @@
-"""Throwaway stores for the benchmarks: a private redis-server and a SQLite file in a temporary
-folder (or the given URLs), with one sites file loaded; all removed afterwards. A private
-PostgreSQL server too, for the benchmarks about PostgreSQL and for the test suite:
-`python -m dni.scratch COMMAND…` runs a command with DNI_TEST_DATABASE_URL naming one.
+"""Support for the benchmarks and the tests: throwaway stores (a private redis-server and a
+SQLite file in a temporary folder, or the given URLs, with one sites file loaded; all removed
+afterwards); a private PostgreSQL server, for the benchmarks about PostgreSQL and for the test
+suite (`python -m dni.bench.stores COMMAND…` runs a command with DNI_TEST_DATABASE_URL naming
+one); and GeoIP databases placing networks in the provinces a test asks for.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import os
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,8 +19,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from dni.bench.pgserver import PostgresServer
 from dni.db import make_engine, make_sessionmaker, upgrade_database
-from dni.pgserver import PostgresServer
 from dni.redisdb import PrivateRedis
 from dni.sitefile import load_sites, parse_sites
 
@@ -68,6 +69,20 @@ def private_postgres() -> Iterator[str]:
         yield server.url
     finally:
         server.remove()
+
+
+def write_geoip(path: Path, networks: Mapping[str, Mapping[str, str]]) -> Path:
+    """Write a MaxMind-format city database placing each network ("36.1.0.0/16") in a province
+    named by language ({"zh-CN": "广东"}): for tests and benchmarks, which install mmdb-writer
+    (`dni[test]`)."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(database_type="GeoIP2-City", languages=["zh-CN", "en"])
+    for network, names in networks.items():
+        writer.insert_network(IPSet([network]), {"subdivisions": [{"names": dict(names)}]})
+    writer.to_db_file(str(path))
+    return path
 
 
 if __name__ == "__main__":

@@ -26,13 +26,13 @@ from redis import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import func, select
 
-from dni.bench import _port, _wait_http
-from dni.faults_load import CDR_SECRET, SITE, Load, Record, Reply
+from dni.bench.faults_load import CDR_SECRET, SITE, Load, Record, Reply
+from dni.bench.stores import Scratch, private_postgres, scratch_stores
+from dni.bench.visits import _port, _wait_http
 from dni.history import FLUSH_LOCK, flush_history
 from dni.models import Call, Lease, TrackingNumber
 from dni.pools import Scripts
 from dni.redisdb import PrivateRedis
-from dni.scratch import Scratch, private_postgres, scratch_stores
 from dni.visits import Stores
 
 WORKERS = 4

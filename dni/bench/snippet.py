@@ -19,7 +19,7 @@ from typing import Any
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from dni.scratch import scratch_stores
+from dni.bench.stores import scratch_stores
 
 SITE = """
 [[site]]

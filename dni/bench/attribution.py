@@ -22,14 +22,14 @@ from phonenumbers import geocoder
 from sqlalchemy import select
 
 from dni.attribution import attribute_pending
+from dni.bench.stores import Scratch, scratch_stores, write_geoip
 from dni.calls import CallRecord, record_call
 from dni.config import Settings
-from dni.geo import IpRegions, province, write_database
+from dni.geo import IpRegions, province
 from dni.history import flush_history
 from dni.models import Call
 from dni.pools import Scripts
 from dni.redisdb import connect_redis
-from dni.scratch import Scratch, scratch_stores
 from dni.sites import SiteDirectory
 from dni.visits import RateLimit, Stores, VisitInput, Visits
 
@@ -180,7 +180,7 @@ def run_dni(visits: list[SimVisit], size: int, geoip: bool) -> Score:
             return _replay(visits, scratch, None)
         networks = {f"36.{i + 1}.0.0/16": {"zh-CN": name} for i, (name, _) in enumerate(PROVINCES)}
         return _replay(
-            visits, scratch, IpRegions(str(write_database(scratch.folder / "city.mmdb", networks)))
+            visits, scratch, IpRegions(str(write_geoip(scratch.folder / "city.mmdb", networks)))
         )
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from dni.bench import UA
+from dni.bench.visits import UA
 from dni.providers.cdr import sign
 
 SITE = "faults"
