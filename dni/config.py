@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-SNIPPET = Path(__file__).resolve().parent.parent / "static" / "snippet" / "dist" / "dni.min.js"
+SNIPPET = Path(__file__).resolve().parent / "static" / "dni.min.js"  # package data, built by npm
 
 
 class SettingsError(ValueError):

@@ -1,7 +1,7 @@
 """The built website snippet: its bytes, content hash and Subresource Integrity value.
 
 `npm run build` (run by scripts/setup with a pinned terser) writes
-`static/snippet/dist/dni.min.js` from `static/snippet/dni.js`; the service serves that file at
+`dni/static/dni.min.js` from `static/snippet/dni.js`; the service serves that file at
 `/dni.js` and at a content-hashed path that may be cached for a year.
 """
 

@@ -82,7 +82,7 @@ def test_snippet_build_is_reproducible(tmp_path: Path) -> None:
     """package.json's own build, run again, gives the served bytes."""
     package = json.loads((ROOT / "package.json").read_text())
     build = package["scripts"]["build"].split()
-    assert build[0] == "terser" and build[-2:] == ["--output", "static/snippet/dist/dni.min.js"]
+    assert build[0] == "terser" and build[-2:] == ["--output", "dni/static/dni.min.js"]
     out = tmp_path / "again.min.js"
     terser = ["npx", "--no-install", *build[:-1], str(out)]
     subprocess.run(terser, cwd=ROOT, check=True, capture_output=True)
