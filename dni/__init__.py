@@ -1,11 +1,11 @@
 """dni: self-hosted call tracking with dynamic number insertion.
 
-`create_app` builds the Flask app; importing this package connects to nothing.
+`create_app` builds the Flask app; importing this package connects to nothing. The app starts
+no thread: background work is `dni worker`'s (dni.worker).
 """
 
 from __future__ import annotations
 
-import atexit
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -20,13 +20,9 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     """
     from dni.config import Settings
     from dni.db import make_engine, make_sessionmaker
-    from dni.geo import IpRegions
-    from dni.history import Flusher
-    from dni.jobs import run_background
-    from dni.pools import Scripts
-    from dni.redisdb import connect_redis
     from dni.sites import SiteDirectory
-    from dni.visits import RateLimit, Stores, Visits
+    from dni.store import Scripts, Stores, connect_redis
+    from dni.visits import RateLimit, Visits
     from dni.web import api, calls, errors, metrics, openapi, reads, security, snippet
     from dni.web.inputs import install_body_limits
     from dni.web.runtime import Runtime
@@ -73,9 +69,4 @@ def create_app(overrides: Mapping[str, Any] | None = None) -> Flask:
     metrics.install(app)
     install_body_limits(app)  # once every route is registered
 
-    if settings.flush_seconds > 0:
-        regions = IpRegions(settings.geoip_path)
-        flusher = Flusher(lambda: run_background(stores, regions), settings.flush_seconds)
-        flusher.start()
-        atexit.register(flusher.stop)
     return app

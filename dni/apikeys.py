@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from dni.errors import DniError, RateLimited
 from dni.models import ApiKey
-from dni.pools import RedisClient
+from dni.store import RedisClient, auth_failures_key
 from dni.visits import network_of
 
 # Unknown keys one network (/24 IPv4, /48 IPv6) may present per window before it is locked out.
@@ -53,7 +53,7 @@ def _digest(key: str) -> str:
 
 
 def _failures_key(ip: str) -> str:
-    return f"dni:authfail:{network_of(ip)}"
+    return auth_failures_key(network_of(ip))
 
 
 def create_key(

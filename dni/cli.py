@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dni.config import Settings, SettingsError
 from dni.errors import ConfigError
 from dni.geo import IpRegions
+from dni.store import Scripts, Stores, connect_redis
 
 
 def _settings() -> Settings:
@@ -51,10 +52,10 @@ def main() -> None:
 def serve(bind: str, workers: int | None) -> None:
     """Run the service under gunicorn (starting a private Redis if DNI_REDIS_URL is unset)."""
     from dni import create_app
-    from dni.serve import embedded_stores, run_gunicorn
+    from dni.serve import embedded_stores, run_gunicorn, worker_beside
 
     try:
-        with embedded_stores(_settings()):
+        with embedded_stores(_settings()) as settings, worker_beside(settings):
             run_gunicorn(create_app, bind, workers)
     except (RuntimeError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
@@ -65,14 +66,15 @@ def serve(bind: str, workers: int | None) -> None:
 def demo(bind: str) -> None:
     """Serve a demo shop page with the snippet on it, on a demo site."""
     from dni import create_app
-    from dni.serve import embedded_stores, run_gunicorn
+    from dni.serve import embedded_stores, run_gunicorn, worker_beside
 
     os.environ["DNI_DEMO"] = "1"
     settings = _settings()
     try:
         with embedded_stores(settings):
             _prepare_demo(_settings(), bind)
-            run_gunicorn(create_app, bind, 2)
+            with worker_beside(settings):
+                run_gunicorn(create_app, bind, 2)
     except (RuntimeError, ConfigError) as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -85,11 +87,8 @@ def _prepare_demo(settings: Settings, bind: str) -> None:
 
     from dni.apikeys import create_key
     from dni.models import Call
-    from dni.pools import Scripts
-    from dni.redisdb import connect_redis
     from dni.sitefile import load_sites, parse_sites
     from dni.sites import read_site
-    from dni.visits import Stores
     from dni.web.demo import DEMO_SITES, add_demo_calls
 
     sessions = _sessions(settings)
@@ -166,17 +165,37 @@ def db_upgrade() -> None:
     click.echo("database is at the newest revision")
 
 
+def _stores(settings: Settings) -> Stores:
+
+    return Stores(connect_redis(settings), Scripts(), _sessions(settings))
+
+
 @main.command()
-def flush() -> None:
-    """Write queued history from Redis to SQL now, then attribute new calls."""
-    from dni.jobs import run_background
-    from dni.pools import Scripts
-    from dni.redisdb import connect_redis
-    from dni.visits import Stores
+def worker() -> None:
+    """Run the background work until stopped (SIGTERM, Ctrl-C): every DNI_FLUSH_SECONDS,
+    write queued history from Redis to SQL, then attribute new calls. Several may run."""
+    import logging
+
+    from dni.worker import run_worker, work_once
 
     settings = _settings()
-    stores = Stores(connect_redis(settings), Scripts(), _sessions(settings))
-    done = run_background(stores, _regions(settings))
+    if settings.flush_seconds <= 0:
+        raise click.ClickException("DNI_FLUSH_SECONDS must be above 0 for a worker")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s dni worker %(levelname)s %(message)s"
+    )
+    stores, regions = _stores(settings), _regions(settings)
+    click.echo(f"dni worker: a round every {settings.flush_seconds:g} s (Ctrl-C stops)")
+    run_worker(lambda: work_once(stores, regions), settings.flush_seconds)
+
+
+@main.command()
+def flush() -> None:
+    """Write queued history from Redis to SQL now, then attribute new calls (one worker round)."""
+    from dni.worker import work_once
+
+    settings = _settings()
+    done = work_once(_stores(settings), _regions(settings))
     click.echo(
         f"flushed {done.visits} visit(s), {done.leases} lease(s), {done.events} event(s), "
         f"{done.updates} update(s)"
@@ -193,7 +212,6 @@ def quarantine() -> None:
 def quarantine_list(limit: int) -> None:
     """Show refused rows with their key, field, error and time."""
     from dni.history import list_quarantine, quarantine_discarded, quarantine_size
-    from dni.redisdb import connect_redis
 
     client = connect_redis(_settings())
     for row in list_quarantine(client, limit):
@@ -209,7 +227,6 @@ def quarantine_list(limit: int) -> None:
 def quarantine_retry() -> None:
     """Queue every refused row again, once its cause is fixed; the next flush writes it."""
     from dni.history import retry_quarantine
-    from dni.redisdb import connect_redis
 
     click.echo(f"queued {retry_quarantine(connect_redis(_settings()))} row(s) again")
 
@@ -218,7 +235,6 @@ def quarantine_retry() -> None:
 def quarantine_drop() -> None:
     """Forget every refused row."""
     from dni.history import drop_quarantine
-    from dni.redisdb import connect_redis
 
     click.echo(f"dropped {drop_quarantine(connect_redis(_settings()))} row(s)")
 
@@ -230,7 +246,6 @@ def pools(site_key: str | None, days: int) -> None:
     """Pool health: size, live leases, peak, overflows, and numbers that look leaked."""
     from dni.attribution import leaked_numbers
     from dni.pools import pool_health, recommended_size
-    from dni.redisdb import connect_redis
     from dni.sites import read_all_sites
 
     settings = _settings()

@@ -58,9 +58,9 @@ class Settings:
     # New visits one network (/24 for IPv4, /48 for IPv6) may start per window; 0 means four
     # times visit_rate_limit.
     visit_network_limit: int = 0
-    # How often each web worker moves queued history (lease starts, visits, heartbeats) from
-    # Redis to SQL; 0 disables. A Redis that loses its data loses at most the lease starts of
-    # this interval plus one flush.
+    # How often `dni worker` moves queued history (lease starts, visits, heartbeats) from Redis
+    # to SQL and attributes new calls; 0: `dni serve` runs no worker. A Redis that loses its
+    # data loses at most the lease starts of this interval plus one flush.
     flush_seconds: float = 1.0
     # How long a site's configuration is cached in each worker.
     config_cache_seconds: float = 10.0

@@ -1,8 +1,8 @@
 """Moving visit history from Redis to SQL in batches: new visits, lease starts, events,
 heartbeat timestamps and page views.
 
-The hot endpoints only write Redis. Each web worker runs a `Flusher` thread that calls
-`flush_history` every few seconds; any number may run at once. Pending rows are removed from
+The hot endpoints only write Redis. `dni worker` calls `flush_history` every few seconds; any
+number of workers may run at once. Pending rows are removed from
 Redis only after SQL has committed them, and inserts ignore rows already stored, so a crash at
 any point loses nothing and stores nothing twice. Each flush then moves the flush watermark
 (`flush_watermark`): the moment up to which every lease start and event is in SQL, which
@@ -17,8 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,24 +29,30 @@ from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
 
 from dni import visitcounts
 from dni.models import Lease, Pool, Site, TrackingNumber, Visit, VisitEvent
-from dni.pools import KEY_NAMES, RedisClient, as_text, drain, pool_keys, to_ms
-from dni.visits import Stores, site_prefix
+from dni.pools import drain
+from dni.store import (
+    FLUSH_LOCK,
+    QUARANTINE,
+    QUARANTINE_DISCARDED,
+    WATERMARK,
+    PoolKeys,
+    RedisClient,
+    SiteKeys,
+    Stores,
+    as_text,
+    to_ms,
+)
 
 log = logging.getLogger(__name__)
-POOL_KEY = dict(zip(KEY_NAMES, range(len(KEY_NAMES)), strict=True))
-FLUSH_LOCK = "dni:flush:lock"
 # A flusher killed mid-flush blocks the others this long: it bounds what a Redis loss costs.
 LOCK_SECONDS = 10
 # How long a lease start or event may wait in Redis for its visit row before it is dropped.
 ORPHAN_SECONDS = 600
-# A sorted set of one member whose score is the watermark in ms: `ZADD ... GT` moves it forward
-# only, atomically, even if two flushes overlap (a lock that expired under a slow one).
-WATERMARK = "dni:flush:watermark"
+# WATERMARK is a sorted set of one member whose score is the watermark in ms: `ZADD ... GT`
+# moves it forward only, atomically, even if two flushes overlap (a lock that expired under a
+# slow one).
 WATERMARK_MEMBER = "flushed"
 WATERMARK_TTL = 7 * 24 * 3600  # refreshed by every flush; gone only when none ran for a week
-# Rows the database refused: field "<key> <field>" -> JSON {key, field, value, error, at}.
-QUARANTINE = "dni:quarantine"
-QUARANTINE_DISCARDED = "dni:quarantine:discarded"  # refused rows not kept: it was full
 QUARANTINE_LIMIT = 10_000
 QUARANTINE_TTL = 30 * 24 * 3600  # refreshed by every row quarantined
 # Failures of the database as a whole, not of a row: the batch waits in Redis for the next flush.
@@ -148,17 +153,17 @@ def _flush(stores: Stores, now: datetime) -> Flushed:
     # included: a pool created later has no lease started before now), so every row queued
     # by then is read below.
     with stores.sessions() as session:
-        pool_ids = list(session.scalars(select(Pool.id)))
-        site_ids = list(session.scalars(select(Site.id)))
-    if not site_ids:
+        pools = [
+            PoolKeys(site, pool) for pool, site in session.execute(select(Pool.id, Pool.site_id))
+        ]
+        sites = [SiteKeys(site) for site in session.scalars(select(Site.id))]
+    if not sites:
         _record_watermark(stores.redis, now)
         return Flushed()
-    seen_keys = [pool_keys(p)[POOL_KEY["seen"]] for p in pool_ids]
-    seen_keys += [site_prefix(s) + "seen" for s in site_ids]
+    seen_keys = [p.seen for p in pools] + [s.seen for s in sites]
     # Heartbeats first: any lease or visit they name is already queued or stored.
     seen = dict(zip(seen_keys, drain(stores.redis, stores.scripts, seen_keys), strict=True))
-    row_keys = [pool_keys(p)[POOL_KEY["starts"]] for p in pool_ids]
-    row_keys += [site_prefix(s) + name for s in site_ids for name in ("rows", "events")]
+    row_keys = [p.starts for p in pools] + [k for s in sites for k in (s.rows, s.events)]
     pipe = stores.redis.pipeline(transaction=False)
     for key in row_keys:
         pipe.hgetall(key)
@@ -167,7 +172,7 @@ def _flush(stores: Stores, now: datetime) -> Flushed:
         for key, found in zip(row_keys, pipe.execute(), strict=True)
     }
     try:
-        done, waiting = _write_batch(stores, seen, rows, pool_ids, site_ids, now)
+        done, waiting = _write_batch(stores, seen, rows, pools, sites, now)
     except Exception:  # whatever failed, the drained heartbeats are not lost
         _put_back(stores, seen)
         raise
@@ -189,8 +194,8 @@ def _write_batch(
     stores: Stores,
     seen: dict[str, dict[str, str]],
     rows: dict[str, dict[str, str]],
-    pool_ids: list[int],
-    site_ids: list[int],
+    pools: list[PoolKeys],
+    sites: list[SiteKeys],
     now: datetime,
 ) -> tuple[Flushed, dict[tuple[str, str], datetime]]:
     """`_write` in as few transactions as the database allows: all at once, else halves of
@@ -209,10 +214,8 @@ def _write_batch(
         part = parts.pop()
         try:
             with stores.sessions.begin() as session:
-                done, wait = _write(
-                    session.connection(), _only(seen, part), _only(rows, part), pool_ids,
-                    site_ids, now,
-                )  # fmt: skip
+                mine = _only(seen, part), _only(rows, part)
+                done, wait = _write(session.connection(), *mine, pools, sites, now)
         except UNAVAILABLE:
             raise
         except Exception as error:  # a row the database refuses: find it, let the rest flow
@@ -243,73 +246,87 @@ def _describe(error: Exception) -> str:
     return f"{type(error).__name__}: {error}"[:1000]
 
 
+@dataclass(frozen=True)
+class PendingRow:
+    """A lease start or visit event read from its Redis queue, waiting for its visit (and its
+    number) to be in SQL."""
+
+    values: dict[str, Any]  # the SQL row
+    queued: tuple[str, str]  # its key and field in Redis
+    at: datetime
+    visit_id: str
+    number_id: int = 0  # 0: needs none (an event)
+
+
+def _pending_events(site: SiteKeys, rows: dict[str, dict[str, str]]) -> list[PendingRow]:
+    pending = []
+    for event_id, raw in rows[site.events].items():
+        event = json.loads(raw)
+        at = _moment(event["at"])
+        values = {"id": event_id, "visit_id": event["visit"], "type": event["type"]}
+        values |= {"number": event["number"], "at": at}
+        pending.append(PendingRow(values, (site.events, event_id), at, event["visit"]))
+    return pending
+
+
+def _pending_leases(pool: PoolKeys, rows: dict[str, dict[str, str]]) -> list[PendingRow]:
+    pending = []
+    for seq, raw in rows[pool.starts].items():
+        start = json.loads(raw)
+        at, number = _moment(start["t"]), int(start["n"])
+        values: dict[str, Any] = {"pool_id": pool.pool_id, "seq": int(seq), "number_id": number}
+        values |= {"visit_id": start["s"], "visitor_id": start["v"], "shared": bool(start["sh"])}
+        values |= {"started_at": at, "last_seen_at": at, "expires_at": _moment(start["e"])}
+        pending.append(PendingRow(values, (pool.starts, seq), at, start["s"], number))
+    return pending
+
+
 def _write(
     connection: Connection,
     seen: dict[str, dict[str, str]],
     rows: dict[str, dict[str, str]],
-    pool_ids: list[int],
-    site_ids: list[int],
+    pools: list[PoolKeys],
+    sites: list[SiteKeys],
     now: datetime,
 ) -> tuple[Flushed, dict[tuple[str, str], datetime]]:
     """Insert queued rows and apply heartbeats; return what must wait in Redis for its visit
     (key and field of each row, with its time)."""
-    visits, leases, events = [], [], []
-    for site_id in site_ids:
-        prefix = site_prefix(site_id)
-        for visit_id, raw in rows[prefix + "rows"].items():
+    visits = []
+    for site in sites:
+        for visit_id, raw in rows[site.rows].items():
             row = json.loads(raw)
             started = _moment(row["started_at"])
             row |= {"id": visit_id, "started_at": started, "last_seen_at": started}
             row |= {"pages_viewed": 1, "last_url": row["landing_page"]}
             visits.append(row)
-        for event_id, raw in rows[prefix + "events"].items():
-            event = json.loads(raw)
-            events.append(
-                {"id": event_id, "visit_id": event["visit"], "type": event["type"],
-                 "number": event["number"], "at": _moment(event["at"]),
-                 "_key": (prefix + "events", event_id), "_at": _moment(event["at"])}
-            )  # fmt: skip
-    for pool_id in pool_ids:
-        key = pool_keys(pool_id)[POOL_KEY["starts"]]
-        for seq, raw in rows[key].items():
-            start = json.loads(raw)
-            leases.append(
-                {"pool_id": pool_id, "seq": int(seq), "number_id": int(start["n"]),
-                 "visit_id": start["s"], "visitor_id": start["v"],
-                 "started_at": _moment(start["t"]), "last_seen_at": _moment(start["t"]),
-                 "expires_at": _moment(start["e"]), "shared": bool(start["sh"]),
-                 "_key": (key, seq), "_at": _moment(start["t"])}
-            )  # fmt: skip
+    events = [row for site in sites for row in _pending_events(site, rows)]
+    leases = [row for pool in pools for row in _pending_leases(pool, rows)]
 
     new = _insert_new(connection, Visit.__table__, visits)  # type: ignore[arg-type]
     if new:
         zones = visitcounts.zones(connection)
         visitcounts.add(connection, visitcounts.count((v for v in visits if v["id"] in new), zones))
-    known_visits = _existing(connection, Visit.id, {r["visit_id"] for r in leases + events})
-    # Events name no number: 0 stands for "none needed".
-    known_numbers = _existing(connection, TrackingNumber.id, {r["number_id"] for r in leases})
+    known_visits = _existing(connection, Visit.id, {r.visit_id for r in leases + events})
+    known_numbers = _existing(connection, TrackingNumber.id, {r.number_id for r in leases})
     known_numbers.add(0)
-    ready: list[dict[str, Any]] = []
-    unready: list[dict[str, Any]] = []
-    for r in leases + events:
-        known = r["visit_id"] in known_visits and r.get("number_id", 0) in known_numbers
-        (ready if known else unready).append(r)
+
+    def ready(row: PendingRow) -> bool:
+        return row.visit_id in known_visits and row.number_id in known_numbers
+
+    unready = [r for r in leases + events if not ready(r)]
     # A visit row is queued before its leases and events, so these are normally in flight; only
     # a Redis that lost data makes them stay unmatched, and then they are dropped after a while.
-    stale = [r for r in unready if (now - r["_at"]).total_seconds() > ORPHAN_SECONDS]
+    stale = [r for r in unready if (now - r.at).total_seconds() > ORPHAN_SECONDS]
     if stale:
         log.error("dropping %d lease/event rows whose visit or number never arrived", len(stale))
-    dropped = {r["_key"] for r in stale}
-    waiting = {r["_key"]: r["_at"] for r in unready if r["_key"] not in dropped}
-    _insert_new(connection, Lease.__table__, _clean(r for r in ready if "seq" in r))  # type: ignore[arg-type]
-    _insert_new(connection, VisitEvent.__table__, _clean(r for r in ready if "seq" not in r))  # type: ignore[arg-type]
-    updates = _apply_seen(connection, seen, pool_ids, site_ids)
+    dropped = {r.queued for r in stale}
+    waiting = {r.queued: r.at for r in unready if r.queued not in dropped}
+    lease_rows = [r.values for r in leases if ready(r)]
+    event_rows = [r.values for r in events if ready(r)]
+    _insert_new(connection, Lease.__table__, lease_rows)  # type: ignore[arg-type]
+    _insert_new(connection, VisitEvent.__table__, event_rows)  # type: ignore[arg-type]
+    updates = _apply_seen(connection, seen, pools, sites)
     return Flushed(len(visits), len(leases), len(events), updates), waiting
-
-
-def _clean(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows without the bookkeeping keys (those starting with "_")."""
-    return [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
 
 
 def _existing(connection: Connection, column: Any, ids: Iterable[Any]) -> set[Any]:
@@ -324,25 +341,21 @@ def _existing(connection: Connection, column: Any, ids: Iterable[Any]) -> set[An
 def _apply_seen(
     connection: Connection,
     seen: dict[str, dict[str, str]],
-    pool_ids: list[int],
-    site_ids: list[int],
+    pools: list[PoolKeys],
+    sites: list[SiteKeys],
 ) -> int:
     lease_rows = []
-    for pool_id in pool_ids:
-        for seq, value in seen[pool_keys(pool_id)[POOL_KEY["seen"]]].items():
+    for pool in pools:
+        for seq, value in seen[pool.seen].items():
             last, expires = value.split(":")
-            lease_rows.append(
-                {"b_pool": pool_id, "b_seq": int(seq), "b_last": _moment(last),
-                 "b_exp": _moment(expires)}
-            )  # fmt: skip
+            row: dict[str, Any] = {"b_pool": pool.pool_id, "b_seq": int(seq)}
+            lease_rows.append(row | {"b_last": _moment(last), "b_exp": _moment(expires)})
     visit_rows = []
-    for site_id in site_ids:
-        for visit_id, value in seen[site_prefix(site_id) + "seen"].items():
+    for site in sites:
+        for visit_id, value in seen[site.seen].items():
             data = json.loads(value)
-            visit_rows.append(
-                {"b_id": visit_id, "b_last": _moment(data["t"]), "b_pages": int(data["p"]),
-                 "b_url": data["u"]}
-            )  # fmt: skip
+            row = {"b_id": visit_id, "b_last": _moment(data["t"]), "b_url": data["u"]}
+            visit_rows.append(row | {"b_pages": int(data["p"])})
     leases, visits = Lease.__table__.c, Visit.__table__.c
     if lease_rows:
         connection.execute(
@@ -426,33 +439,3 @@ def drop_quarantine(client: RedisClient) -> int:
     size = quarantine_size(client)
     client.delete(QUARANTINE)
     return size
-
-
-class Flusher:
-    """A daemon thread calling `flush_history` every `interval` seconds until stopped."""
-
-    def __init__(self, flush: Callable[[], Flushed], interval: float) -> None:
-        self._flush = flush
-        self._interval = interval
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="dni-flusher", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the loop and flush one last time."""
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
-        self._flush_once()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval):
-            self._flush_once()
-
-    def _flush_once(self) -> None:
-        try:
-            self._flush()
-        except Exception:  # a flush failure must not kill the worker; the data stays in Redis
-            log.exception("flushing visit history to SQL failed; will retry")

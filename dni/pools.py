@@ -1,7 +1,9 @@
-"""Number pools in Redis: leasing, renewing, syncing with SQL, draining history, pool health.
+"""Number pools in Redis: what a lease call answers, rebuilding a pool from SQL, draining its
+queues, pool health and sizing.
 
-Every key of a pool shares the hash tag `{pool:ID}`, so each Lua script touches one Redis
-Cluster slot. Redis holds the live state; SQL holds the history and can rebuild Redis.
+The lease itself is lease.lua, run inside visit.lua so that a visit and its numbers are one
+call; a pool's keys live under its site's hash tag (dni.store.PoolKeys). Redis holds the live
+state; SQL holds the history and can rebuild Redis.
 """
 
 from __future__ import annotations
@@ -14,27 +16,26 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
-from redis import Redis
-from redis.cluster import RedisCluster
-from redis.exceptions import LockError, NoScriptError
+from redis.exceptions import LockError
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from dni.models import Lease
-from dni.sites import PoolConfig
+from dni.sites import PoolConfig, SiteConfig
+from dni.store import (
+    POOL_KEY_NAMES,
+    PoolKeys,
+    RedisClient,
+    Scripts,
+    as_text,
+    legacy_pool_keys,
+    to_ms,
+)
 
 log = logging.getLogger(__name__)
-RedisClient = Redis | RedisCluster
-LUA = Path(__file__).parent / "lua"
-# Append only: dni.history finds the queues by position.
-KEY_NAMES = (
-    "meta", "free", "busy", "holders", "visitors", "seen", "stats", "visits", "starts",
-    "probation",
-)  # fmt: skip
 # Expired slots returned to the free set per lease call; bounds the script's run time.
 MAX_RECLAIM = 64
 # A new lease that has not heartbeated within this many heartbeat intervals (one may be late
@@ -46,20 +47,10 @@ MAX_SHARERS = 8
 SYNC_LOCK_SECONDS = 10
 SYNC_WAIT_SECONDS = 1.0
 SYNC_POLL_SECONDS = 0.02
-Call = tuple[str, list[str], list[Any]]
 
 
-def pool_keys(pool_id: int) -> list[str]:
-    return [f"dni:{{pool:{pool_id}}}:{name}" for name in KEY_NAMES]
-
-
-def sync_lock_key(pool_id: int) -> str:
-    """The lock held by the one caller rebuilding a pool (under the pool's hash tag)."""
-    return f"dni:{{pool:{pool_id}}}:sync-lock"
-
-
-def to_ms(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
+def keys_of(pool: PoolConfig) -> PoolKeys:
+    return PoolKeys(pool.site_id, pool.id)
 
 
 @dataclass(frozen=True)
@@ -72,126 +63,34 @@ class LeaseOutcome:
     seq: int = 0
 
 
-@dataclass(frozen=True)
-class LeaseRequest:
-    pool: PoolConfig
-    visitor: str
-    visit: str
-
-
-class Scripts:
-    """The Lua scripts, loaded once per client and reloaded if Redis forgets them."""
-
-    def __init__(self) -> None:
-        self.source = {
-            name: (LUA / f"{name}.lua").read_text() for name in ("lease", "sync", "drain", "visit")
-        }
-        self.sha: dict[str, str] = {}
-
-    def load(self, client: RedisClient) -> None:
-        # Swapped in whole: other threads may be reading self.sha meanwhile.
-        self.sha = {name: str(client.script_load(text)) for name, text in self.source.items()}
-
-    def run(self, client: RedisClient, calls: Sequence[Call]) -> list[Any]:
-        """Run several scripts in one pipelined round trip."""
-        return self.execute(client, lambda pipe: self.add(pipe, calls))
-
-    def add(self, pipe: Any, calls: Sequence[Call]) -> None:
-        for name, keys, args in calls:
-            # execute_command: cluster pipelines refuse pipe.evalsha() but route this by key.
-            pipe.execute_command("EVALSHA", self.sha[name], len(keys), *keys, *args)
-
-    def execute(self, client: RedisClient, build: Callable[[Any], None]) -> list[Any]:
-        """Build a pipeline with `build` and run it, loading the scripts if Redis lacks them.
-
-        On a Redis that lost its scripts the pipeline runs a second time, so everything
-        `build` adds must be safe to repeat.
-        """
-        if not self.sha:
-            self.load(client)
-        try:
-            return self._execute(client, build)
-        except NoScriptError:
-            self.load(client)
-            return self._execute(client, build)
-
-    @staticmethod
-    def _execute(client: RedisClient, build: Callable[[Any], None]) -> list[Any]:
-        pipe = client.pipeline(transaction=False)
-        build(pipe)
-        return list(pipe.execute())
-
-
-def as_text(value: Any) -> str:
-    """A Redis reply value as str, whether the client decodes replies or not."""
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def lease_calls(requests: Sequence[LeaseRequest], now: datetime, mode: str = "lease") -> list[Call]:
-    """The script calls that lease or renew one slot per request, for a shared pipeline.
-
-    Mode "lease" keeps the visitor's slot or takes a free one; "renew" only extends the
-    visit's own live lease (a heartbeat) and reports "lost" otherwise.
-    """
-    now_ms = to_ms(now)
-    return [
-        (
-            "lease",
-            pool_keys(r.pool.id),
-            [
-                r.pool.version,
-                now_ms,
-                r.pool.lease_seconds * 1000,
-                r.visitor,
-                r.visit,
-                r.pool.overflow,
-                MAX_RECLAIM,
-                mode,
-                probation_seconds(r.pool) * 1000,
-                MAX_SHARERS,
-            ],
-        )
-        for r in requests
-    ]
-
-
 def probation_seconds(pool: PoolConfig) -> int:
     """How long a new lease has to heartbeat before a new visit may take its slot back."""
     return min(PROBATION_HEARTBEATS * pool.heartbeat_seconds, pool.lease_seconds)
 
 
-def read_lease_results(
-    requests: Sequence[LeaseRequest], raw_results: Sequence[Any]
-) -> list[LeaseOutcome | None]:
-    """Turn lease script replies into outcomes; None marks a pool that must be synced first."""
-    results: list[LeaseOutcome | None] = []
-    for request, raw in zip(requests, raw_results, strict=True):
-        outcome = as_text(raw[0])
-        if outcome == "resync":
-            results.append(None)
-        elif outcome in ("fallback", "lost"):
-            results.append(LeaseOutcome(request.pool, outcome))
+def lease_spec(site: SiteConfig) -> str:
+    """What visit.lua needs of each of the site's pools, as JSON: {id: [version, lease_ms,
+    overflow, probation_ms]}."""
+    spec = {
+        str(p.id): [p.version, p.lease_seconds * 1000, p.overflow, probation_seconds(p) * 1000]
+        for p in site.pools
+    }
+    return json.dumps(spec, separators=(",", ":"))
+
+
+def read_leases(site: SiteConfig, raw: Sequence[Any]) -> dict[int, LeaseOutcome | None]:
+    """visit.lua's lease replies by pool id; None marks a pool that must be synced first."""
+    results: dict[int, LeaseOutcome | None] = {}
+    for pool_id, outcome, slot, seq in raw:
+        pool = site.pools_by_id[int(pool_id)]
+        text = as_text(outcome)
+        if text == "resync":
+            results[pool.id] = None
+        elif text in ("fallback", "lost"):
+            results[pool.id] = LeaseOutcome(pool, text)
         else:
-            results.append(
-                LeaseOutcome(
-                    pool=request.pool,
-                    outcome=outcome,
-                    slot=int(raw[1]),
-                    seq=int(raw[2]),
-                )
-            )
+            results[pool.id] = LeaseOutcome(pool, text, int(slot), int(seq))
     return results
-
-
-def lease_slots(
-    client: RedisClient,
-    scripts: Scripts,
-    requests: Sequence[LeaseRequest],
-    now: datetime,
-    mode: str = "lease",
-) -> list[LeaseOutcome | None]:
-    """Lease (or renew) one slot per request in one round trip."""
-    return read_lease_results(requests, scripts.run(client, lease_calls(requests, now, mode)))
 
 
 def sync_pool(
@@ -213,27 +112,66 @@ def sync_pool(
         select(Lease).where(Lease.pool_id == pool.id, Lease.expires_at >= now)
     ).all()
     max_seq = session.scalar(select(func.max(Lease.seq)).where(Lease.pool_id == pool.id)) or 0
+    leases = [
+        {
+            "slot": x.number_id,
+            "l": x.seq,
+            "v": x.visitor_id,
+            "s": x.visit_id,
+            "e": to_ms(x.expires_at),
+        }
+        for x in live
+    ]
+    keys = keys_of(pool)
+    if not client.exists(keys.meta):
+        legacy, legacy_seq = adopt_legacy_pool(client, pool)
+        known = {lease["l"] for lease in leases}
+        leases += [lease for lease in legacy if lease["l"] not in known and lease["e"] >= now_ms]
+        max_seq = max(max_seq, legacy_seq)
     spec = {
         "slots": {
             # Never used: before any released slot, in id order.
             str(slot): min(to_ms(released[slot]), now_ms) if slot in released else slot
             for slot in pool.slots
         },
-        "live": [
-            {
-                "slot": x.number_id,
-                "l": x.seq,
-                "v": x.visitor_id,
-                "s": x.visit_id,
-                "e": to_ms(x.expires_at),
-            }
-            for x in live
-        ],
+        "live": leases,
     }
-    (result,) = scripts.run(
-        client, [("sync", pool_keys(pool.id), [pool.version, now_ms, max_seq, json.dumps(spec)])]
-    )
+    args = [pool.version, now_ms, max_seq, json.dumps(spec)]
+    (result,) = scripts.run(client, [("sync", keys.script_keys(), args)])
     return as_text(result)
+
+
+def adopt_legacy_pool(client: RedisClient, pool: PoolConfig) -> tuple[list[dict[str, Any]], int]:
+    """Take over what dni 0.1 left of a pool under `{pool:ID}`: its queued lease starts and
+    heartbeats move to the pool's queues (the next flush writes them to SQL), its counters to
+    its stats; its old keys are deleted. Returns the leases its holders kept, which SQL may not
+    know yet, and its last lease seq, for the rebuild."""
+    old = dict(zip(POOL_KEY_NAMES, legacy_pool_keys(pool.id), strict=True))
+    pipe = client.pipeline(transaction=False)
+    for name in ("starts", "seen", "stats", "holders"):
+        pipe.hgetall(old[name])
+    pipe.hget(old["meta"], "seq")
+    starts, seen, stats, holders, seq = pipe.execute()
+    if not (starts or seen or stats or holders or seq):
+        return [], 0
+    keys = keys_of(pool)
+    pipe = client.pipeline(transaction=False)
+    for target, pending in ((keys.starts, starts), (keys.seen, seen)):
+        for field, value in pending.items():
+            pipe.hsetnx(target, field, value)
+    for field, value in stats.items():
+        pipe.hincrby(keys.stats, field, int(value))
+    pipe.delete(*old.values())
+    pipe.execute()
+    leases = [
+        {"slot": int(as_text(slot)), "l": h["l"], "v": h["v"], "s": h["s"], "e": h["e"]}
+        for slot, raw in holders.items()
+        for h in json.loads(raw)
+    ]
+    log.warning(
+        "pool %d: adopted %d queued lease starts from the old key layout", pool.id, len(starts)
+    )
+    return leases, int(seq or 0)
 
 
 def sync_pool_once(
@@ -246,12 +184,12 @@ def sync_pool_once(
     """Sync `pool` (see `sync_pool`) unless another caller is doing it, single flight: the
     others wait up to SYNC_WAIT_SECONDS for its version to appear. True when Redis holds the
     pool at its version; False when it does not yet, or SQL could not be read."""
-    meta = pool_keys(pool.id)[0]
+    keys = keys_of(pool)
 
     def current() -> bool:
-        return as_text(client.hget(meta, "version") or "") == pool.version
+        return as_text(client.hget(keys.meta, "version") or "") == pool.version
 
-    lock = client.lock(sync_lock_key(pool.id), timeout=SYNC_LOCK_SECONDS, blocking=False)
+    lock = client.lock(keys.sync_lock, timeout=SYNC_LOCK_SECONDS, blocking=False)
     if lock.acquire():
         try:
             if current():  # the caller before us just finished
@@ -311,10 +249,10 @@ class PoolHealth:
 
 def pool_health(client: RedisClient, pool: PoolConfig, now: datetime) -> PoolHealth:
     """Size, live leases, peak concurrency and overflow counters of one pool."""
-    keys = dict(zip(KEY_NAMES, pool_keys(pool.id), strict=True))
+    keys = keys_of(pool)
     pipe = client.pipeline(transaction=False)
-    pipe.zcount(keys["busy"], to_ms(now), "+inf")
-    pipe.hgetall(keys["stats"])
+    pipe.zcount(keys.busy, to_ms(now), "+inf")
+    pipe.hgetall(keys.stats)
     in_use, stats = pipe.execute()
     counters = {as_text(k): int(v) for k, v in stats.items()}
     return PoolHealth(

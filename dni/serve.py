@@ -1,8 +1,9 @@
 """Running the service: gunicorn with dni's defaults, plus the embedded stores on a laptop.
 
 `deploy/gunicorn.conf.py` reads the same defaults, so `dni serve` and a systemd unit behave
-alike. With `PROMETHEUS_MULTIPROC_DIR` set (`dni serve` sets it to a folder in the instance
-path), the workers share their request metrics there: the master empties it at start and
+alike; `dni serve` also runs one `dni worker` beside gunicorn, as the units do. With
+`PROMETHEUS_MULTIPROC_DIR` set (`dni serve` sets it to a folder in the instance path), the
+workers share their request metrics there: the master empties it at start and
 marks each exited worker dead in it.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,7 +22,7 @@ from gunicorn.app.base import BaseApplication
 
 from dni.config import Settings
 from dni.db import prepare_database
-from dni.redisdb import PrivateRedis
+from dni.store import PrivateRedis
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
@@ -93,6 +96,25 @@ def embedded_stores(settings: Settings) -> Iterator[Settings]:
         yield settings
     finally:
         server.stop()
+
+
+@contextmanager
+def worker_beside(settings: Settings) -> Iterator[subprocess.Popen[bytes] | None]:
+    """Run `dni worker` in a child process meanwhile (none when DNI_FLUSH_SECONDS is 0); it
+    makes a last round when stopped."""
+    if settings.flush_seconds <= 0:
+        yield None
+        return
+    worker = subprocess.Popen([sys.executable, "-m", "dni", "worker"])
+    try:
+        yield worker
+    finally:
+        worker.terminate()
+        try:
+            worker.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait()
 
 
 def run_gunicorn(factory: Callable[[], Flask], bind: str, workers: int | None = None) -> None:

@@ -64,6 +64,7 @@ class Rule:
 @dataclass(frozen=True)
 class PoolConfig:
     id: int
+    site_id: int
     name: str
     target_e164: str
     rule: Rule
@@ -152,6 +153,7 @@ def _snapshot(site: Site, slots: Mapping[int, dict[int, Slot]]) -> SiteConfig:
 def _pool_snapshot(pool: Pool, slots: dict[int, Slot]) -> PoolConfig:
     return PoolConfig(
         id=pool.id,
+        site_id=pool.site_id,
         name=pool.name,
         target_e164=pool.target_e164,
         rule=Rule.from_json(pool.match),

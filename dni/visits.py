@@ -1,9 +1,9 @@
 """Visits: start or continue a visitor's visit, keep its leases alive, record its signals.
 
-Everything on the hot path is Redis: a site script (`visit.lua`) keeps the visit's state and
-queues its SQL row, the pool script (`lease.lua`) leases and queues each lease start, and
-`dni.history` moves both to SQL in batches. A visit id names its site and pools, so that a
-heartbeat is one round trip. Bots and opted-out visitors touch nothing.
+Everything on the hot path is one Redis call: the site script (`visit.lua`) decides whether
+the visit continues or starts, keeps its state, queues its SQL row and leases its numbers
+(`lease.lua`, inside it), and `dni.history` moves the queues to SQL in batches. Bots and
+opted-out visitors touch nothing.
 """
 
 from __future__ import annotations
@@ -17,25 +17,18 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from redis.exceptions import RedisError
-from sqlalchemy.orm import Session, sessionmaker
-
 from dni.agents import classify_agent
-from dni.errors import NotFound, RateLimited, Unavailable
+from dni.errors import NotFound, RateLimited
 from dni.pools import (
-    Call,
+    MAX_RECLAIM,
+    MAX_SHARERS,
     LeaseOutcome,
-    LeaseRequest,
-    RedisClient,
-    Scripts,
-    as_text,
-    lease_calls,
-    lease_slots,
-    read_lease_results,
+    lease_spec,
+    read_leases,
     sync_pool_once,
-    to_ms,
 )
-from dni.sites import PoolConfig, SiteConfig
+from dni.sites import SiteConfig
+from dni.store import Call, SiteKeys, Stores, as_text, to_ms, unavailable_on_error
 from dni.traffic import Traffic, classify
 
 EVENT_TYPES = ("tel_click",)
@@ -44,11 +37,6 @@ DEFAULT_HEARTBEAT = 60
 NETWORK_FACTOR = 4
 # "<site id>.<pool ids joined by ->.<random>", e.g. "3.7-9.kQ2Vv0c1Sx6t3BzZ"
 VISIT_ID = re.compile(r"([0-9]{1,9})\.((?:[0-9]{1,9}(?:-[0-9]{1,9}){0,7})?)\.[A-Za-z0-9_-]{16}")
-
-
-def site_prefix(site_id: int) -> str:
-    """The common prefix (and Cluster hash tag) of every key of a site's visits."""
-    return f"dni:{{site:{site_id}}}:"
 
 
 def make_visit_id(site_id: int, pool_ids: list[int]) -> str:
@@ -62,15 +50,6 @@ def parse_visit_id(visit_id: str) -> tuple[int, list[int]]:
         raise NotFound("visit not found", {"visit": "not a visit id"})
     pools = match.group(2)
     return int(match.group(1)), [int(p) for p in pools.split("-")] if pools else []
-
-
-@dataclass(frozen=True)
-class Stores:
-    """The two stores every visit operation needs, built once per process."""
-
-    redis: RedisClient
-    scripts: Scripts
-    sessions: sessionmaker[Session]
 
 
 @dataclass(frozen=True)
@@ -166,6 +145,20 @@ class VisitState:
         )
 
 
+@dataclass(frozen=True)
+class Reply:
+    """visit.lua's answer: its outcome, the visit's state JSON, the lease in each pool."""
+
+    outcome: str  # "new", "continue", "ok", "limited" or "gone"
+    state: bytes | str | None
+    leases: dict[int, LeaseOutcome | None]  # None: the pool must be rebuilt first
+
+    @classmethod
+    def read(cls, site: SiteConfig, raw: list[Any]) -> Reply:
+        state = raw[1] if len(raw) > 1 else None
+        return cls(as_text(raw[0]), state, read_leases(site, raw[2:]))
+
+
 def _facts(traffic: Traffic, device: str) -> dict[str, str]:
     return {
         "source": traffic.source,
@@ -206,6 +199,8 @@ class Visits:
         self.stores = stores
         self.site_by_id = site_by_id
         self.rate_limit = rate_limit
+        # Each site snapshot's lease_spec, computed once per snapshot (keyed by site id).
+        self._specs: dict[int, tuple[SiteConfig, str]] = {}
 
     def visit(self, site: SiteConfig, data: VisitInput, now: datetime) -> VisitAnswer:
         """Start a visit, or continue the visitor's current one (DESIGN §6.2)."""
@@ -243,24 +238,15 @@ class Visits:
             "user_agent": data.user_agent[:512],
             "ip": data.ip[:45],
         }
-        args = [
-            "start", to_ms(now), site.session_seconds, data.visitor, data.url,
-            fresh.fingerprint, "1" if traffic.tagged else "0", fresh.dumps(),
-            json.dumps(row, separators=(",", ":")), data.ip, self.rate_limit.count,
-            self.rate_limit.window_seconds, network_of(data.ip), self.rate_limit.per_network,
-        ]  # fmt: skip
-        try:
-            (reply,) = self.stores.scripts.run(self.stores.redis, [self._visit_call(site, args)])
-            outcome = as_text(reply[0])
-            if outcome == "limited":
-                raise RateLimited(
-                    "too many new visits from this address or network; try again later"
-                )
-            state = VisitState.loads(reply[1])
-            outcomes = self._lease(site, state, now)
-        except RedisError as exc:
-            raise Unavailable("the number pool store is unavailable") from exc
-        return self._answer(site, state, outcomes)
+        tagged = "1" if traffic.tagged else "0"
+        limit = self.rate_limit
+        limits = [limit.count, limit.window_seconds, network_of(data.ip), limit.per_network]
+        state, encoded_row = fresh.dumps(), json.dumps(row, separators=(",", ":"))
+        args = [data.visitor, data.url, fresh.fingerprint, tagged, state, encoded_row, data.ip]
+        reply = self._run(site, "start", now, args + limits)
+        if reply.outcome == "limited":
+            raise RateLimited("too many new visits from this address or network; try again later")
+        return self._answer(site, reply)
 
     def site_of(self, visit_id: str) -> SiteConfig:
         """The site a visit id belongs to; NotFound for a malformed or foreign id."""
@@ -273,25 +259,10 @@ class Visits:
         self, site: SiteConfig, visit_id: str, url: str | None, now: datetime
     ) -> VisitAnswer:
         """Extend a live visit's leases and record a page view; NotFound if it has ended."""
-        _, pool_ids = parse_visit_id(visit_id)
-        pools = [site.pools_by_id[p] for p in pool_ids if p in site.pools_by_id]
-        requests = [LeaseRequest(p, "", visit_id) for p in pools]
-        touch = ["touch", to_ms(now), site.session_seconds, visit_id, url or ""]
-        try:
-            replies = self.stores.scripts.run(
-                self.stores.redis,
-                [self._visit_call(site, touch), *lease_calls(requests, now, mode="renew")],
-            )
-            if as_text(replies[0][0]) == "gone":
-                raise NotFound("visit not found or ended")
-            state = VisitState.loads(replies[0][1])
-            renewed = read_lease_results(requests, replies[1:])
-            outcomes = [o for o in renewed if o is not None and o.outcome != "lost"]
-            if state.visit != visit_id or len(outcomes) < len(renewed):
-                outcomes = self._lease(site, state, now)  # replaced, lost or resynced: lease
-        except RedisError as exc:
-            raise Unavailable("the number pool store is unavailable") from exc
-        return self._answer(site, state, outcomes)
+        reply = self._run(site, "touch", now, [visit_id, url or ""])
+        if reply.outcome == "gone":
+            raise NotFound("visit not found or ended")
+        return self._answer(site, reply)
 
     def record_event(
         self, site: SiteConfig, visit_id: str, kind: str, number: str, now: datetime
@@ -299,47 +270,55 @@ class Visits:
         """Queue a signal such as a tel: tap for its visit; NotFound if the visit has ended."""
         event = json.dumps({"visit": visit_id, "type": kind, "number": number, "at": to_ms(now)})
         args = ["event", to_ms(now), site.session_seconds, visit_id, secrets.token_hex(8), event]
-        try:
-            (reply,) = self.stores.scripts.run(self.stores.redis, [self._visit_call(site, args)])
-        except RedisError as exc:
-            raise Unavailable("the number pool store is unavailable") from exc
+        with unavailable_on_error():
+            (reply,) = self.stores.scripts.run(self.stores.redis, [self._call(site, args)])
         if as_text(reply[0]) == "gone":
             raise NotFound("visit not found or ended")
 
-    @staticmethod
-    def _visit_call(site: SiteConfig, args: list[Any]) -> Call:
-        return ("visit", [site_prefix(site.id)], args)
+    def _run(self, site: SiteConfig, mode: str, now: datetime, args: list[Any]) -> Reply:
+        """One visit.lua call in `mode` ("start" or "touch"). A pool Redis lacks is rebuilt
+        from SQL and the call made again (both modes are safe to repeat); a pool still
+        missing then falls back to the shop's number."""
+        common = [mode, to_ms(now), site.session_seconds, self._spec(site), MAX_RECLAIM]
+        call = self._call(site, [*common, MAX_SHARERS, *args])
+        with unavailable_on_error():
+            stores = self.stores
+            (raw,) = stores.scripts.run(stores.redis, [call])
+            reply = Reply.read(site, raw)
+            missing = [site.pools_by_id[p] for p, o in reply.leases.items() if o is None]
+            if not missing:
+                return reply
+            for pool in missing:
+                # One rebuild per pool across all callers; False: SQL down or still running.
+                sync_pool_once(stores.redis, stores.scripts, stores.sessions, pool, now)
+            (raw,) = stores.scripts.run(stores.redis, [call])
+            return Reply.read(site, raw)
 
-    def _lease(self, site: SiteConfig, state: VisitState, now: datetime) -> list[LeaseOutcome]:
-        """Keep or take a slot in each of the visit's pools, syncing pools Redis lacks."""
-        pools = [site.pools_by_id[p] for p in state.pools if p in site.pools_by_id]
-        if not pools:
-            return []
-        requests = [LeaseRequest(p, state.visitor, state.visit) for p in pools]
-        outcomes = lease_slots(self.stores.redis, self.stores.scripts, requests, now)
-        missing = [r.pool for r, o in zip(requests, outcomes, strict=True) if o is None]
-        if not missing:
-            return [o for o in outcomes if o is not None]
-        self._sync(missing, now)
-        retried = lease_slots(self.stores.redis, self.stores.scripts, requests, now)
-        return [
-            o or LeaseOutcome(r.pool, "fallback") for r, o in zip(requests, retried, strict=True)
+    def _spec(self, site: SiteConfig) -> str:
+        cached = self._specs.get(site.id)
+        if cached is None or cached[0] is not site:
+            cached = (site, lease_spec(site))
+            self._specs[site.id] = cached
+        return cached[1]
+
+    @staticmethod
+    def _call(site: SiteConfig, args: list[Any]) -> Call:
+        return ("visit", [SiteKeys(site.id).prefix], args)
+
+    @staticmethod
+    def _answer(site: SiteConfig, reply: Reply) -> VisitAnswer:
+        assert reply.state is not None
+        state = VisitState.loads(reply.state)
+        leases = [
+            o or LeaseOutcome(site.pools_by_id[pool_id], "fallback")
+            for pool_id, o in reply.leases.items()
         ]
-
-    def _sync(self, pools: list[PoolConfig], now: datetime) -> None:
-        """Bring pools Redis lacks back from SQL, one rebuild per pool across all callers; a
-        pool still missing afterwards (SQL down, rebuild still running) falls back."""
-        for pool in pools:
-            sync_pool_once(self.stores.redis, self.stores.scripts, self.stores.sessions, pool, now)
-
-    @staticmethod
-    def _answer(site: SiteConfig, state: VisitState, outcomes: list[LeaseOutcome]) -> VisitAnswer:
         numbers = [Assigned(t, n, e or None) for t, n, e in state.static]
-        for o in outcomes:
+        for o in leases:
             slot = o.pool.slots.get(o.slot) if o.slot is not None else None
             if slot is not None:
                 numbers.append(
                     Assigned(o.pool.target_e164, slot.number_e164, slot.extension or None)
                 )
-        heartbeat = min((o.pool.heartbeat_seconds for o in outcomes), default=DEFAULT_HEARTBEAT)
+        heartbeat = min((o.pool.heartbeat_seconds for o in leases), default=DEFAULT_HEARTBEAT)
         return VisitAnswer(site.key, state.visit, state.visitor, tuple(numbers), heartbeat)

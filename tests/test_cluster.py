@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from dni import create_app
 from dni.history import flush_history
 from dni.models import Visit
-from dni.pools import pool_keys
+from dni.store import PoolKeys, SiteKeys
 from dni.visits import RateLimit, VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
@@ -60,11 +60,17 @@ def start(rt: Runtime, visitor: str, url: str) -> VisitAnswer:
     return start_visit(rt, visitor, url, ip="10.0.0.2")
 
 
-def test_pools_are_spread_over_masters_one_slot_each(cluster_rt: Runtime) -> None:
+def test_every_key_of_a_site_is_in_one_slot_and_sites_spread(cluster_rt: Runtime) -> None:
     client = cluster_rt.stores.redis
     assert isinstance(client, ClusterClient)
-    slots = {client.keyslot(k) for pool_id in (1, 2, 3) for k in pool_keys(pool_id)}
-    assert len(slots) == 3
+
+    def keys(site: int) -> list[str]:
+        pools = [k for pool in (1, 2) for k in PoolKeys(site, pool).script_keys()]
+        return [*SiteKeys(site).queues().values(), *pools]
+
+    slots = [{client.keyslot(k) for k in keys(site)} for site in (1, 2, 3)]
+    assert [len(s) for s in slots] == [1, 1, 1]
+    assert len(set.union(*slots)) == 3
 
 
 def test_visits_lease_renew_and_flush_on_a_cluster(
@@ -90,6 +96,12 @@ def test_visits_lease_renew_and_flush_on_a_cluster(
     )
     assert beat.numbers == first.numbers
     assert flush_history(cluster_rt.stores).visits >= 1
+    client = cluster_rt.stores.redis
+    assert isinstance(client, ClusterClient)
+    site_slot = client.keyslot(SiteKeys(cluster_rt.visits.site_of(first.visit).id).prefix)
+    written = list(client.scan_iter(match="dni:*", count=1000))
+    assert {client.keyslot(k) for k in written if b"{site:" in k} == {site_slot}
+    assert not [k for k in written if b"{pool:" in k]  # nothing in the old layout
     with sessions() as session:
         row = session.get(Visit, first.visit)
         assert row is not None and row.pages_viewed == 2

@@ -15,8 +15,9 @@ from dni.db import make_engine, make_sessionmaker
 from dni.errors import RateLimited
 from dni.history import flush_history
 from dni.models import Lease
-from dni.pools import pool_health, pool_keys
-from dni.visits import RateLimit, Stores, VisitAnswer, network_of
+from dni.pools import keys_of, pool_health
+from dni.store import Stores
+from dni.visits import RateLimit, VisitAnswer, network_of
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
 from tests.factories import load_toml, shop_toml, start_visit
@@ -215,7 +216,7 @@ def test_a_pool_redis_lost_is_rebuilt_once_by_parallel_visits(
 def test_a_pool_that_cannot_be_rebuilt_falls_back_instead_of_failing(rt: Runtime) -> None:
     site = rt.sites.get("shop")
     assert site is not None
-    rt.stores.redis.delete(*pool_keys(site.pools[0].id))  # Redis lost the pool
+    rt.stores.redis.delete(*keys_of(site.pools[0]).script_keys())  # Redis lost the pool
     broken = make_sessionmaker(make_engine("sqlite:////nonexistent-folder/dni.sqlite3"))
     rt.visits.stores = Stores(rt.stores.redis, rt.stores.scripts, broken)
     answer = paid(rt, "visitor-sql-down")

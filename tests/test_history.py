@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.history import FLUSH_LOCK, flush_history, flush_watermark
 from dni.models import Lease, Visit
-from dni.visits import site_prefix
+from dni.store import SiteKeys
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
 from tests.factories import load_toml, shop_toml, start_visit
@@ -44,7 +44,7 @@ def test_flushing_twice_stores_once(rt: Runtime, sessions: sessionmaker[Session]
 
 def test_a_replayed_batch_is_ignored(rt: Runtime, sessions: sessionmaker[Session]) -> None:
     start_visit(rt, "visitor-replay", PAID)
-    key = site_prefix(shop_id(rt)) + "rows"
+    key = SiteKeys(shop_id(rt)).rows
     queued = rt.stores.redis.hgetall(key)
     flush_history(rt.stores, rt.now())
     rt.stores.redis.hset(key, mapping=queued)  # as if a flusher died after commit, before HDEL
@@ -64,13 +64,13 @@ def test_lease_waits_for_its_visit_row_then_is_dropped_if_it_never_comes(
     rt: Runtime, sessions: sessionmaker[Session], clock: Clock
 ) -> None:
     start_visit(rt, "visitor-orphan", PAID)
-    rt.stores.redis.delete(site_prefix(shop_id(rt)) + "rows")  # Redis lost the visit row
+    rt.stores.redis.delete(SiteKeys(shop_id(rt)).rows)  # Redis lost the visit row
     flush_history(rt.stores, clock())
     assert count(sessions, Lease) == 0
-    starts = [k for k in rt.stores.redis.keys("dni:{pool:*}:starts")]
+    starts = [k for k in rt.stores.redis.keys("dni:{site:*}:pool:*:starts")]
     assert starts, "the lease start waits in Redis"
     flush_history(rt.stores, clock() + timedelta(minutes=11))
-    assert not rt.stores.redis.keys("dni:{pool:*}:starts")
+    assert not rt.stores.redis.keys("dni:{site:*}:pool:*:starts")
 
 
 def test_the_watermark_is_recorded_by_flushes_and_only_moves_forward(
@@ -95,7 +95,7 @@ def test_a_lease_waiting_for_its_visit_row_holds_the_watermark_back(
 ) -> None:
     started = clock()
     start_visit(rt, "visitor-orphan", PAID)
-    rt.stores.redis.delete(site_prefix(shop_id(rt)) + "rows")  # Redis lost the visit row
+    rt.stores.redis.delete(SiteKeys(shop_id(rt)).rows)  # Redis lost the visit row
     clock.advance(60)
     flush_history(rt.stores, clock())
     assert flush_watermark(rt.stores.redis) == started

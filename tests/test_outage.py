@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,11 +28,10 @@ from dni import create_app, sites
 from dni.apikeys import create_key
 from dni.bench.pgserver import PostgresServer, binaries
 from dni.db import make_engine, make_sessionmaker, upgrade_database
-from dni.history import Flusher
-from dni.jobs import run_background
 from dni.models import Visit
 from dni.providers.cdr import sign
 from dni.web.runtime import Runtime
+from dni.worker import run_worker, work_once
 from tests.conftest import Clock, emptied_sessions
 from tests.factories import DESKTOP_UA, load_toml, shop_toml
 from tests.servers import RedisServer
@@ -181,7 +181,7 @@ def test_hot_path_serves_and_the_rest_is_a_fast_503_while_postgres_is_down(
     assert read_calls(web, key).status_code == 200
     assert web.get("/healthz").status_code == 200
     assert visit(web, "visitor-after").status_code == 200
-    run_background(runtime_of(web).stores)
+    work_once(runtime_of(web).stores)
     assert visits_in_sql(pg_sessions) == 3
 
 
@@ -201,8 +201,9 @@ def test_background_flush_survives_the_outage_and_catches_up(
     web: FlaskClient, postgres: PostgresServer, pg_sessions: sessionmaker[Session]
 ) -> None:
     stores = runtime_of(web).stores
-    flusher = Flusher(lambda: run_background(stores), 0.05)
-    flusher.start()
+    stop = threading.Event()
+    worker = threading.Thread(target=run_worker, args=(lambda: work_once(stores), 0.05, stop))
+    worker.start()
     try:
         visit(web, "visitor-before")
         postgres.stop()
@@ -214,7 +215,8 @@ def test_background_flush_survives_the_outage_and_catches_up(
         while visits_in_sql(pg_sessions) < 6 and time.monotonic() < deadline:
             time.sleep(0.05)
     finally:
-        flusher.stop()
+        stop.set()
+        worker.join()
     assert visits_in_sql(pg_sessions) == 6
 
 

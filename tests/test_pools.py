@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.history import flush_history
 from dni.models import Lease, TrackingNumber
-from dni.pools import LeaseRequest, Scripts, lease_slots, pool_health, pool_keys, sync_pool
+from dni.pools import pool_health, sync_pool
 from dni.sites import read_site
-from dni.visits import VisitAnswer
+from dni.store import PoolKeys, Scripts, SiteKeys, Stores
+from dni.visits import RateLimit, VisitAnswer, VisitInput, Visits
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
+from tests.factories import DESKTOP_UA as UA
 from tests.factories import load_toml, shop_toml, start_visit
 from tests.servers import RedisServer
 
@@ -63,16 +65,17 @@ def _lease_in_process(redis_url: str, database_url: str, offset: int, out: Any) 
     with sessions() as session:
         site = read_site(session, "shop")
     assert site is not None
-    pool = site.pools[1]  # the extension pool
-    client = Redis.from_url(redis_url)
-    scripts = Scripts()
+    stores = Stores(Redis.from_url(redis_url), Scripts(), sessions)
+    visits = Visits(stores, lambda _id: site, RateLimit(10**9, 60))
     now = datetime(2026, 11, 2, 4, 0, tzinfo=UTC)
     got = []
     for i in range(40):
-        request = LeaseRequest(pool, f"proc{offset}-visitor-{i}", f"visit{offset}-{i}")
-        (outcome,) = lease_slots(client, scripts, [request], now)
-        assert outcome is not None
-        got.append(outcome.slot)
+        # An untagged visit: the extension pool.
+        data = VisitInput(
+            f"proc{offset}-visitor-{i}", "https://shop.example.cn/", "", UA, "10.0.0.1"
+        )
+        answer = visits.visit(site, data, now)
+        got.append(answer.numbers[0].extension if answer.numbers else None)
     out.put(got)
 
 
@@ -226,7 +229,6 @@ def test_redis_down_answers_503_quickly(client: Any, redis_server: RedisServer) 
 
 def test_rate_limit_stops_a_client_draining_the_pool(rt: Runtime) -> None:
     from dni.errors import RateLimited
-    from dni.visits import RateLimit
 
     rt.visits.rate_limit = RateLimit(5, 60)
     for n in range(5):
@@ -237,8 +239,6 @@ def test_rate_limit_stops_a_client_draining_the_pool(rt: Runtime) -> None:
 
 
 def test_rate_limit_answers_429(client: Any, rt: Runtime) -> None:
-    from dni.visits import RateLimit
-
     rt.visits.rate_limit = RateLimit(1, 60)
     body = '{"site": "shop", "visitor": "visitor-%d", "url": "https://shop.example.cn/"}'
     assert client.post("/v1/visits", data=body % 10000001).status_code == 200
@@ -246,7 +246,8 @@ def test_rate_limit_answers_429(client: Any, rt: Runtime) -> None:
     assert response.status_code == 429 and response.get_json()["code"] == "rate_limited"
 
 
-def test_all_keys_of_a_pool_share_one_cluster_slot() -> None:
+def test_all_keys_of_a_site_and_its_pools_share_one_cluster_slot() -> None:
     from redis.crc import key_slot
 
-    assert len({key_slot(k.encode()) for k in pool_keys(42)}) == 1
+    keys = [*PoolKeys(7, 42).script_keys(), *SiteKeys(7).queues().values(), SiteKeys(7).prefix]
+    assert len({key_slot(k.encode()) for k in keys}) == 1

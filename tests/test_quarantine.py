@@ -21,7 +21,7 @@ from dni.history import (
     retry_quarantine,
 )
 from dni.models import Lease, Visit, VisitEvent
-from dni.visits import site_prefix
+from dni.store import SiteKeys
 from dni.web.runtime import Runtime
 from tests.factories import load_toml, shop_toml, start_visit
 
@@ -33,10 +33,10 @@ def shop(sessions: sessionmaker[Session]) -> None:
     load_toml(sessions, shop_toml())
 
 
-def prefix(rt: Runtime) -> str:
+def queues(rt: Runtime) -> SiteKeys:
     site = rt.sites.get("shop")
     assert site is not None
-    return site_prefix(site.id)
+    return SiteKeys(site.id)
 
 
 def count(sessions: sessionmaker[Session], model: type) -> int:
@@ -46,7 +46,7 @@ def count(sessions: sessionmaker[Session], model: type) -> int:
 
 def spoil_visit_row(rt: Runtime, visit_id: str) -> None:
     """Give a queued visit row a referrer no SQL driver can encode (a lone surrogate)."""
-    key = prefix(rt) + "rows"
+    key = queues(rt).rows
     row = json.loads(rt.stores.redis.hget(key, visit_id))
     rt.stores.redis.hset(key, visit_id, json.dumps(row | {"referrer": "\ud800"}))
 
@@ -65,11 +65,11 @@ def test_refused_visit_rows_are_quarantined_and_the_others_reach_sql(
     with sessions() as session:
         leased = set(session.scalars(select(Lease.visit_id)))
     assert leased and not leased & set(spoiled)  # the pool's numbers: its first visits
-    assert not rt.stores.redis.hlen(prefix(rt) + "rows")
+    assert not rt.stores.redis.hlen(queues(rt).rows)
     assert flush_watermark(rt.stores.redis) == rt.now()
     refused = list_quarantine(rt.stores.redis, 10)
     assert sorted(r.field for r in refused) == sorted(spoiled)
-    assert {r.key for r in refused} == {prefix(rt) + "rows"}
+    assert {r.key for r in refused} == {queues(rt).rows}
     assert all("UnicodeEncodeError" in r.error and r.at == rt.now() for r in refused)
     assert quarantine_size(rt.stores.redis) == 2
     # The next flush is a normal one.
@@ -88,7 +88,7 @@ def test_a_refused_event_is_quarantined_and_the_other_events_reach_sql(
     flush_history(rt.stores, rt.now())
     assert count(sessions, Visit) == 1 and count(sessions, VisitEvent) == 1
     (refused,) = list_quarantine(rt.stores.redis)
-    assert refused.key == prefix(rt) + "events"
+    assert refused.key == queues(rt).events
 
 
 def test_a_heartbeat_of_a_failed_batch_is_written_not_lost(
@@ -99,13 +99,13 @@ def test_a_heartbeat_of_a_failed_batch_is_written_not_lost(
     assert site is not None and visit is not None
     flush_history(rt.stores, rt.now())
     rt.visits.heartbeat(site, visit, "https://shop.example.cn/second", rt.now())
-    rt.stores.redis.hset(prefix(rt) + "seen", "garbled-visit", "not json")
+    rt.stores.redis.hset(queues(rt).seen, "garbled-visit", "not json")
     flush_history(rt.stores, rt.now())
     with sessions() as session:
         stored = session.get(Visit, visit)
         assert stored is not None and stored.last_url == "https://shop.example.cn/second"
     assert [r.field for r in list_quarantine(rt.stores.redis)] == ["garbled-visit"]
-    assert not rt.stores.redis.hlen(prefix(rt) + "seen")
+    assert not rt.stores.redis.hlen(queues(rt).seen)
 
 
 def test_quarantined_rows_can_be_queued_again_once_fixed(
@@ -117,7 +117,7 @@ def test_quarantined_rows_can_be_queued_again_once_fixed(
     flush_history(rt.stores, rt.now())
     assert retry_quarantine(rt.stores.redis) == 1
     assert quarantine_size(rt.stores.redis) == 0
-    assert rt.stores.redis.hexists(prefix(rt) + "rows", visit)
+    assert rt.stores.redis.hexists(queues(rt).rows, visit)
     spoil_visit_row(rt, visit)  # still bad: refused again, kept again
     flush_history(rt.stores, rt.now())
     assert quarantine_size(rt.stores.redis) == 1 and count(sessions, Visit) == 0
@@ -128,7 +128,7 @@ def test_a_full_quarantine_counts_what_it_cannot_keep(
 ) -> None:
     monkeypatch.setattr(history, "QUARANTINE_LIMIT", 1)
     for n in range(3):
-        rt.stores.redis.hset(prefix(rt) + "seen", f"garbled-{n}", "not json")
+        rt.stores.redis.hset(queues(rt).seen, f"garbled-{n}", "not json")
     flush_history(rt.stores, rt.now())
     assert quarantine_size(rt.stores.redis) == 1
     assert quarantine_discarded(rt.stores.redis) == 2
@@ -139,7 +139,7 @@ def test_the_quarantine_commands_list_retry_and_drop(
 ) -> None:
     monkeypatch.setenv("DNI_DATABASE_URL", database_url)
     monkeypatch.setenv("DNI_REDIS_URL", redis_url)
-    rt.stores.redis.hset(prefix(rt) + "seen", "garbled", "not json")
+    rt.stores.redis.hset(queues(rt).seen, "garbled", "not json")
     flush_history(rt.stores, rt.now())
     runner = CliRunner()
     listed = runner.invoke(main, ["quarantine", "list"])
@@ -147,7 +147,7 @@ def test_the_quarantine_commands_list_retry_and_drop(
     assert "garbled" in listed.output and "1 row(s) quarantined" in listed.output
     retried = runner.invoke(main, ["quarantine", "retry"])
     assert retried.output.strip() == "queued 1 row(s) again"
-    assert rt.stores.redis.hget(prefix(rt) + "seen", "garbled") == b"not json"
+    assert rt.stores.redis.hget(queues(rt).seen, "garbled") == b"not json"
     flush_history(rt.stores, rt.now())
     dropped = runner.invoke(main, ["quarantine", "drop"])
     assert dropped.output.strip() == "dropped 1 row(s)"

@@ -21,10 +21,10 @@ from dni import create_app
 from dni.attribution import CLOCK_MARGIN
 from dni.calls import CallRecord, record_call
 from dni.history import FLUSH_LOCK, flush_history
-from dni.jobs import run_background
 from dni.models import Call
 from dni.visits import VisitInput
 from dni.web.runtime import Runtime
+from dni.worker import work_once
 from tests.conftest import Clock
 from tests.factories import (
     DESKTOP_UA,
@@ -107,7 +107,7 @@ def test_calls_racing_the_flush_go_to_their_own_visits(live: Runtime) -> None:
     workers = [
         Worker("crowd", browse),
         Worker("flusher", lambda: flush_history(live.stores)),
-        Worker("attributor", lambda: run_background(live.stores)),
+        Worker("attributor", lambda: work_once(live.stores)),
     ]
     for worker in workers:
         worker.thread.start()
@@ -150,7 +150,7 @@ def test_calls_racing_the_flush_go_to_their_own_visits(live: Runtime) -> None:
     with live.stores.sessions() as session:
         decided = select(func.count()).where(Call.attribution_method.is_not(None))
         assert (session.scalar(decided) or 0) >= VISITS // 2, "the workers decided most calls"
-    run_background(live.stores)  # the final round
+    work_once(live.stores)  # the final round
     with live.stores.sessions() as session:
         credited = {
             call.provider_call_id: (call.attribution_method, call.visit_id)
@@ -168,9 +168,9 @@ def test_a_worker_whose_flush_is_skipped_decides_nothing_before_any_watermark(
     visit = start_visit(rt, "visitor-skip", PAID)
     report_call(rt, clock.now + timedelta(seconds=5))
     rt.stores.redis.set(FLUSH_LOCK, "another worker", px=5000)  # its flush is still running
-    run_background(rt.stores)
+    work_once(rt.stores)
     assert stored_call(rt).attribution_method is None
     rt.stores.redis.delete(FLUSH_LOCK)
-    run_background(rt.stores)  # flushes on the wall clock: a month after the test clock
+    work_once(rt.stores)  # flushes on the wall clock: a month after the test clock
     call = stored_call(rt)
     assert (call.attribution_method, call.visit_id) == ("session", visit.visit)

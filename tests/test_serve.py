@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni import create_app
 from dni.config import Settings
-from dni.redisdb import INSTALL_HINT, PrivateRedis
 from dni.serve import embedded_stores
 from dni.snippet import read_snippet
+from dni.store import INSTALL_HINT, PrivateRedis
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from dni.pools import KEY_NAMES, MAX_SHARERS, pool_keys
+from dni.pools import MAX_SHARERS, keys_of
+from dni.store import POOL_KEY_NAMES
 from dni.visits import RateLimit, VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
@@ -36,7 +37,7 @@ def beat(rt: Runtime, answer: VisitAnswer, clock: Clock) -> VisitAnswer:
 def pool_state(rt: Runtime) -> dict[str, Any]:
     site = rt.sites.get("shop")
     assert site is not None
-    keys = dict(zip(KEY_NAMES, pool_keys(site.pools[0].id), strict=True))
+    keys = dict(zip(POOL_KEY_NAMES, keys_of(site.pools[0]).script_keys(), strict=True))
     client = rt.stores.redis
     holders = [json.loads(raw) for raw in client.hvals(keys["holders"])]
     return {

@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.history import flush_history
 from dni.models import VisitCount
+from dni.store import SiteKeys
 from dni.visitcounts import spans
-from dni.visits import site_prefix
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
 from tests.factories import load_toml, shop_toml, start_visit
@@ -32,7 +32,7 @@ def test_a_visit_counts_once_per_dimension_on_its_local_day(
     clock.advance(12.5 * 3600)  # 16:30 UTC is 00:30 the next day in Shanghai
     start_visit(rt, "visitor-a", PAID)
     start_visit(rt, "visitor-b", "https://shop.example.cn/flowers?gclid=abc")
-    key = site_prefix(rt.sites.get("shop").id) + "rows"  # type: ignore[union-attr]
+    key = SiteKeys(rt.sites.get("shop").id).rows  # type: ignore[union-attr]
     queued = rt.stores.redis.hgetall(key)
     flush_history(rt.stores, clock.now)
     rt.stores.redis.hset(key, mapping=queued)  # as if a flusher died after commit, before HDEL

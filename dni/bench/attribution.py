@@ -28,10 +28,9 @@ from dni.config import Settings
 from dni.geo import IpRegions, province
 from dni.history import flush_history
 from dni.models import Call
-from dni.pools import Scripts
-from dni.redisdb import connect_redis
 from dni.sites import SiteDirectory
-from dni.visits import RateLimit, Stores, VisitInput, Visits
+from dni.store import Scripts, Stores, connect_redis
+from dni.visits import RateLimit, VisitInput, Visits
 
 LEASE = 1800
 GRACE = 7200

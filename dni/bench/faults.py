@@ -31,9 +31,7 @@ from dni.bench.stores import Scratch, private_postgres, scratch_stores
 from dni.bench.visits import _port, _wait_http
 from dni.history import FLUSH_LOCK, flush_history
 from dni.models import Call, Lease, TrackingNumber
-from dni.pools import Scripts
-from dni.redisdb import PrivateRedis
-from dni.visits import Stores
+from dni.store import PrivateRedis, Scripts, Stores
 
 WORKERS = 4
 FLUSH_SECONDS = 1.0

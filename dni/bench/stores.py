@@ -21,8 +21,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.bench.pgserver import PostgresServer
 from dni.db import make_engine, make_sessionmaker, upgrade_database
-from dni.redisdb import PrivateRedis
 from dni.sitefile import load_sites, parse_sites
+from dni.store import PrivateRedis
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
--- A site's visit state in one atomic step: start or continue a visit, touch it on a heartbeat,
--- or attach an event to it. Every key lives under the site's hash tag {site:ID}; keys built
--- here from KEYS[1]'s prefix share its Cluster slot.
+-- A site's visit in one atomic step: start or continue a visit and lease its numbers, touch it
+-- and renew its leases on a heartbeat, or attach an event to it. Every key lives under the
+-- site's hash tag {site:ID}; keys built here from KEYS[1]'s prefix share its Cluster slot.
+-- Loaded after lease.lua, which dni.store.Scripts wraps as `lease_slot(KEYS, ARGV)`.
 -- Keys under the prefix P = "dni:{site:ID}:":
 --   P.."visit:"..id     JSON state {visit, visitor, fingerprint, pools, static, url, pages}
 --                       or {"next": id} once a newer visit of the same visitor replaced it
@@ -10,17 +11,25 @@
 --   P.."events"         hash event id -> JSON event waiting for SQL
 --   P.."rate:"..ip      new visits started from one address in the current window
 --   P.."net:"..network  new visits started from one network (/24, /48) in the current window
+--   P.."pool:"..id..":"..name   a pool's keys, as lease.lua lists them
 -- KEYS[1] P (any key name; only its prefix up to the tag is used)
 -- ARGV[1] mode: "start", "touch" or "event"; ARGV[2] now_ms; ARGV[3] ttl seconds
--- start: ARGV[4] visitor, ARGV[5] url, ARGV[6] fingerprint, ARGV[7] "1" when the URL is
---        tagged, ARGV[8] new state JSON, ARGV[9] new visit row JSON, ARGV[10] ip,
---        ARGV[11] rate limit, ARGV[12] rate window seconds, ARGV[13] the address's network,
---        ARGV[14] network rate limit
---        -> {"continue", state} | {"new", state} | {"limited"}
--- touch: ARGV[4] visit id, ARGV[5] url ("" keeps the page) -> {"ok", state} | {"gone"}
+-- start and touch: ARGV[4] pools JSON {pool id: [version, lease_ms, overflow, probation_ms]}
+--        of the site's pools, ARGV[5] max_reclaim, ARGV[6] max_sharers
+-- start: ARGV[7] visitor, ARGV[8] url, ARGV[9] fingerprint, ARGV[10] "1" when the URL is
+--        tagged, ARGV[11] new state JSON, ARGV[12] new visit row JSON, ARGV[13] ip,
+--        ARGV[14] rate limit, ARGV[15] rate window seconds, ARGV[16] the address's network,
+--        ARGV[17] network rate limit
+--        -> {"continue" | "new", state, leases...} | {"limited"}
+-- touch: ARGV[7] visit id, ARGV[8] url ("" keeps the page) -> {"ok", state, leases...} | {"gone"}
+--        A visit replaced by a newer one, or whose lease lapsed, leases again.
 -- event: ARGV[4] visit id, ARGV[5] event id, ARGV[6] event JSON -> {"ok"} | {"gone"}
+-- leases: one {pool id, outcome, slot, seq} per pool of the state that the site still has;
+--        outcome as lease_slot returns it ("resync": the caller syncs the pool and calls again).
 local P = KEYS[1]
 local mode, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local POOL_KEYS = {'meta', 'free', 'busy', 'holders', 'visitors', 'seen', 'stats', 'visits',
+                   'starts', 'probation'}
 
 local function load(id)
   local raw = redis.call('GET', P .. 'visit:' .. id)
@@ -52,10 +61,34 @@ local function save(state, url)
   return encoded
 end
 
+-- Lease (or, with renew, only extend) one slot in each of the state's pools; a renew that
+-- finds the visit's lease gone leases anew. Appends {pool, outcome, slot, seq} to `reply`.
+local function lease_pools(state, renew, reply)
+  local pools = cjson.decode(ARGV[4])
+  -- Lua's cjson reads an empty JSON list as an empty table either way.
+  for _, pool in ipairs(state.pools) do
+    local spec = pools[tostring(pool)]
+    if spec then
+      local keys = {}
+      for i, name in ipairs(POOL_KEYS) do keys[i] = P .. 'pool:' .. pool .. ':' .. name end
+      local function call(how)
+        return lease_slot(keys, {spec[1], now, spec[2], state.visitor, state.visit, spec[3],
+                                 ARGV[5], how, spec[4], ARGV[6]})
+      end
+      local result = {'lost'}
+      if renew then result = call('renew') end
+      if result[1] == 'lost' then result = call('lease') end
+      table.insert(reply, {pool, result[1], result[2] or 0, result[3] or 0})
+    end
+  end
+  return reply
+end
+
 if mode == 'touch' then
-  local state = follow(ARGV[4])
+  local state = follow(ARGV[7])
   if not state then return {'gone'} end
-  return {'ok', save(state, ARGV[5])}
+  local encoded = save(state, ARGV[8])
+  return lease_pools(state, state.visit == ARGV[7], {'ok', encoded})
 end
 
 if mode == 'event' then
@@ -65,17 +98,18 @@ if mode == 'event' then
 end
 
 -- start
-local visitor, url = ARGV[4], ARGV[5]
+local visitor, url = ARGV[7], ARGV[8]
 local current = redis.call('GET', P .. 'visitor:' .. visitor)
 local state = nil
 if current then state = follow(current) end
-if state and (ARGV[7] ~= '1' or state.fingerprint == ARGV[6]) then
-  return {'continue', save(state, url)}
+if state and (ARGV[10] ~= '1' or state.fingerprint == ARGV[9]) then
+  local encoded = save(state, url)
+  return lease_pools(state, false, {'continue', encoded})
 end
 
 -- Both counters are checked before either counts: a refused visit costs no budget.
-local limits = {{P .. 'rate:' .. ARGV[10], tonumber(ARGV[11])},
-                {P .. 'net:' .. ARGV[13], tonumber(ARGV[14])}}
+local limits = {{P .. 'rate:' .. ARGV[13], tonumber(ARGV[14])},
+                {P .. 'net:' .. ARGV[16], tonumber(ARGV[17])}}
 for _, limit in ipairs(limits) do
   if tonumber(redis.call('GET', limit[1]) or '0') >= limit[2] then
     return {'limited'}
@@ -83,14 +117,14 @@ for _, limit in ipairs(limits) do
 end
 for _, limit in ipairs(limits) do
   redis.call('INCR', limit[1])
-  redis.call('EXPIRE', limit[1], tonumber(ARGV[12]), 'NX')
+  redis.call('EXPIRE', limit[1], tonumber(ARGV[15]), 'NX')
 end
 
-local fresh = cjson.decode(ARGV[8])
-redis.call('SET', P .. 'visit:' .. fresh.visit, ARGV[8], 'EX', ttl)
+local fresh = cjson.decode(ARGV[11])
+redis.call('SET', P .. 'visit:' .. fresh.visit, ARGV[11], 'EX', ttl)
 redis.call('SET', P .. 'visitor:' .. visitor, fresh.visit, 'EX', ttl)
-redis.call('HSET', P .. 'rows', fresh.visit, ARGV[9])
+redis.call('HSET', P .. 'rows', fresh.visit, ARGV[12])
 if state then
   redis.call('SET', P .. 'visit:' .. state.visit, cjson.encode({next = fresh.visit}), 'EX', ttl)
 end
-return {'new', ARGV[8]}
+return lease_pools(fresh, false, {'new', ARGV[11]})

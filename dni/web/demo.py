@@ -10,7 +10,8 @@ from dni.attribution import attribute_pending
 from dni.calls import CallRecord, record_call
 from dni.history import flush_history
 from dni.sites import SiteConfig
-from dni.visits import RateLimit, Stores, VisitInput, Visits
+from dni.store import Stores
+from dni.visits import RateLimit, VisitInput, Visits
 
 DEMO_UA = (
     "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "

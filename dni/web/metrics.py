@@ -39,16 +39,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dni.history import flush_watermark, quarantine_size
 from dni.models import Call
-from dni.pools import KEY_NAMES, pool_health, pool_keys
+from dni.pools import pool_health
 from dni.sites import SiteConfig, read_all_sites
-from dni.visits import site_prefix
+from dni.store import PoolKeys, SiteKeys
 from dni.web.runtime import Runtime
 
 # Seconds; the visit hot path answers in under 25 ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-POOL_QUEUES = ("starts", "seen")
-SITE_QUEUES = ("rows", "events", "seen")
 # PoolHealth fields counted by lease.lua in each pool's Redis `stats` hash (reset if Redis
 # loses its data, which rate() copes with).
 POOL_COUNTERS = {
@@ -189,11 +187,10 @@ class StoreCollector(Collector):
                 gauges["size"].add_metric(labels, health.size)
                 gauges["live_leases"].add_metric(labels, health.in_use)
                 gauges["peak_leases"].add_metric(labels, health.peak)
-                keys = dict(zip(KEY_NAMES, pool_keys(pool.id), strict=True))
-                for queue in POOL_QUEUES:
-                    depth.add_metric([*labels, queue], client.hlen(keys[queue]))
-            for queue in SITE_QUEUES:
-                depth.add_metric([site.key, "", queue], client.hlen(site_prefix(site.id) + queue))
+                for queue, key in PoolKeys(site.id, pool.id).queues().items():
+                    depth.add_metric([*labels, queue], client.hlen(key))
+            for queue, key in SiteKeys(site.id).queues().items():
+                depth.add_metric([site.key, "", queue], client.hlen(key))
         watermark = flush_watermark(client)
         quarantined = quarantine_size(client)
         yield from counters.values()

@@ -13,7 +13,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dni.config import Settings
 from dni.sites import SiteDirectory
-from dni.visits import Stores, Visits
+from dni.store import Stores
+from dni.visits import Visits
 
 
 @dataclass

@@ -1,0 +1,5 @@
+"""`python -m dni …`: the `dni` command."""
+
+from dni.cli import main
+
+main()
