@@ -2,7 +2,8 @@
 
 The same defaults `dni serve` uses (dni.serve.gunicorn_defaults); override below or with
 GUNICORN_CMD_ARGS. The app is built in each worker after the fork (no preload), so each
-worker has its own Redis and database connections and its own history flusher.
+worker has its own Redis and database connections. Background work is not theirs: run
+`dni worker` beside them (deploy/dni-worker.service).
 
 Metrics: set PROMETHEUS_MULTIPROC_DIR (the systemd unit uses /run/dni/metrics) so that
 /metrics on any worker sums all workers; the defaults' `on_starting` hook empties that folder

@@ -176,7 +176,7 @@ def worker() -> None:
     write queued history from Redis to SQL, then attribute new calls. Several may run."""
     import logging
 
-    from dni.worker import run_worker, work_once
+    from dni.worker import run_worker, stop_on_signals, work_once
 
     settings = _settings()
     if settings.flush_seconds <= 0:
@@ -185,8 +185,9 @@ def worker() -> None:
         level=logging.INFO, format="%(asctime)s dni worker %(levelname)s %(message)s"
     )
     stores, regions = _stores(settings), _regions(settings)
+    stop = stop_on_signals()
     click.echo(f"dni worker: a round every {settings.flush_seconds:g} s (Ctrl-C stops)")
-    run_worker(lambda: work_once(stores, regions), settings.flush_seconds)
+    run_worker(lambda: work_once(stores, regions), settings.flush_seconds, stop)
 
 
 @main.command()

@@ -42,20 +42,22 @@ def work_once(stores: Stores, regions: IpRegions | None = None) -> Flushed:
     return flushed
 
 
-def run_worker(
-    work: Callable[[], object], interval: float, stop: threading.Event | None = None
-) -> None:
-    """Call `work` every `interval` seconds until `stop` is set (by SIGTERM or SIGINT when
-    none is given), then once more so that nothing queued before the stop waits for the next
-    start. A failed round is logged and retried: its data stays in Redis."""
-    if stop is None:
-        stop = threading.Event()
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (systemd's stop, Ctrl-C)."""
+    stop = threading.Event()
 
-        def request_stop(_signal: int, _frame: FrameType | None) -> None:
-            stop.set()
+    def request_stop(_signal: int, _frame: FrameType | None) -> None:
+        stop.set()
 
-        signal.signal(signal.SIGTERM, request_stop)
-        signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def run_worker(work: Callable[[], object], interval: float, stop: threading.Event) -> None:
+    """Call `work` every `interval` seconds until `stop` is set, then once more so that nothing
+    queued before the stop waits for the next start. A failed round is logged and retried: its
+    data stays in Redis."""
     while not stop.is_set():
         _round(work)
         stop.wait(interval)
