@@ -2,12 +2,12 @@
 
 Numbers are normalised to E.164 in the site's country; the caller's region and carrier come from
 libphonenumber's data (Chinese names). Attribution to a visit is a separate step. What any
-provider sends must be storable (`storage_problem`): providers' parsers refuse the rest.
+provider sends must be storable (`dni.fields.storage_problem`): providers' parsers refuse
+the rest.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,58 +22,31 @@ from sqlalchemy.orm import Session
 from dni.errors import InvalidInput
 from dni.models import Call
 from dni.sites import SiteConfig
-from dni.traffic import text_problem
 
 # Later statuses win; terminal ones (rank 4) are never replaced by earlier progress events.
 STATUS_RANK = {
-    "queued": 0, "initiated": 1, "ringing": 2, "in-progress": 3, "answered": 3,
-    "completed": 4, "busy": 4, "failed": 4, "no-answer": 4, "canceled": 4,
-}  # fmt: skip
+    "queued": 0,
+    "initiated": 1,
+    "ringing": 2,
+    "in-progress": 3,
+    "answered": 3,
+    "completed": 4,
+    "busy": 4,
+    "failed": 4,
+    "no-answer": 4,
+    "canceled": 4,
+}
 STATUSES = tuple(STATUS_RANK)
 # What carriers and providers put in place of a withheld caller id.
-ANONYMOUS = {"", "anonymous", "restricted", "unknown", "private", "unavailable", "withheld",
-             "+266696687", "266696687", "0", "00000000000"}  # fmt: skip
+ANONYMOUS = {
+    *("", "anonymous", "restricted", "unknown", "private", "unavailable", "withheld"),
+    *("+266696687", "266696687", "0", "00000000000"),
+}
 # The longest talk time any provider may report (a day); far inside SQL's INTEGER range.
 MAX_DURATION = 86_400
 # When a call may have started: anything else is a provider's bug or garbage.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST = datetime(2100, 1, 1, tzinfo=UTC)
-
-
-def storage_problem(value: Any, path: str = "") -> tuple[str, str] | None:
-    """Where and why a provider's JSON-like payload cannot be stored, or None when it can: text
-    with NUL, controls or lone surrogates (keys too), non-finite numbers, integers beyond 64
-    bits."""
-    problem: tuple[str, str] | None = None
-    if isinstance(value, str):
-        why = text_problem(value)
-        problem = None if why is None else (path, why)
-    elif isinstance(value, float) and not math.isfinite(value):
-        problem = (path, "must be a finite number")
-    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**63:
-        problem = (path, "number out of range")
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            where = f"{path}.{key}".lstrip(".")
-            key_problem = text_problem(str(key))
-            problem = (where, key_problem) if key_problem else storage_problem(item, where)
-            if problem:
-                break
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            problem = storage_problem(item, f"{path}[{i}]")
-            if problem:
-                break
-    return problem
-
-
-def read_started(value: datetime) -> datetime | None:
-    """A call's start time when it is plausible (between EARLIEST and LATEST), else None."""
-    try:
-        moment = value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        return None
-    return moment if EARLIEST <= moment < LATEST else None
 
 
 @dataclass(frozen=True)
@@ -123,7 +96,8 @@ def tracking_number(raw: str, country: str) -> str:
     try:
         number = phonenumbers.parse(raw, country.upper())
     except phonenumbers.NumberParseException:
-        raise InvalidInput("the called number is not a phone number", {"to": raw[:40]}) from None
+        why = f"must be a phone number, not {raw[:40]!r}"
+        raise InvalidInput("the called number is not a phone number", {"to": why}) from None
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import re
 import tomllib
 import zoneinfo
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -19,8 +18,9 @@ from sqlalchemy.orm import Session, selectinload
 
 from dni import visitcounts
 from dni.errors import ConfigError
+from dni.fields import Fields
 from dni.models import Pool, Site, SourceNumber, TrackingNumber
-from dni.phones import is_valid_region, to_e164
+from dni.phones import is_valid_region
 from dni.sites import MATCH_FIELDS
 
 SITE_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -41,14 +41,34 @@ SECRET = re.compile(r"env:[A-Za-z_][A-Za-z0-9_]*|[^\s]{8,200}")
 OVERFLOW = ("fallback", "share")
 MAX_SLOTS = 100_000
 
+NO_SITES = "the file must define at least one [[site]]"
+NO_DOMAINS = "list the host names allowed to use the snippet"
+NOT_STRINGS = "must be a string or a list of strings"
+
 SITE_KEYS = {
-    "key", "name", "domains", "timezone", "country", "forward_to", "twilio_auth_token",
-    "cdr_secret", "keyword_param", "pool", "source_number",
-}  # fmt: skip
+    "key",
+    "name",
+    "domains",
+    "timezone",
+    "country",
+    "forward_to",
+    "twilio_auth_token",
+    "cdr_secret",
+    "keyword_param",
+    "pool",
+    "source_number",
+}
 POOL_KEYS = {
-    "name", "target", "numbers", "extensions", "match", "lease_seconds", "grace_seconds",
-    "heartbeat_seconds", "overflow",
-}  # fmt: skip
+    "name",
+    "target",
+    "numbers",
+    "extensions",
+    "match",
+    "lease_seconds",
+    "grace_seconds",
+    "heartbeat_seconds",
+    "overflow",
+}
 SOURCE_KEYS = {"number", "extension", "target", "match"}
 
 
@@ -98,278 +118,191 @@ class LoadReport:
     warnings: dict[str, str] = field(default_factory=dict)
 
 
-class _Checker:
-    """Collects every error of a file as `path: message` instead of stopping at the first."""
-
-    def __init__(self) -> None:
-        self.errors: dict[str, str] = {}
-
-    def fail(self, path: str, message: str) -> None:
-        self.errors.setdefault(path, message)
-
-    def unknown_keys(self, path: str, table: Mapping[str, Any], allowed: set[str]) -> None:
-        for name in sorted(set(table) - allowed):
-            self.fail(f"{path}.{name}", "unknown setting")
-
-    def string(
-        self,
-        path: str,
-        value: Any,
-        pattern: re.Pattern[str] | None = None,
-        required: bool = True,
-    ) -> str | None:
-        if value is None:
-            if required:
-                self.fail(path, "required")
-            return None
-        if not isinstance(value, str) or (pattern is not None and not pattern.fullmatch(value)):
-            self.fail(path, f"invalid value {value!r}")
-            return None
-        return value
-
-    def phone(self, path: str, value: Any, country: str, required: bool = True) -> str | None:
-        raw = self.string(path, value, required=required)
-        if raw is None:
-            return None
-        try:
-            return to_e164(raw, country)
-        except ValueError as exc:
-            self.fail(path, str(exc))
-            return None
-
-    def forward(self, path: str, value: Any, country: str) -> tuple[str | None, str]:
-        """The number calls ring and the extension to dial once it answers ("" for none)."""
-        raw = self.string(path, value, required=False)
-        if raw is None:
-            return None, ""
-        written = FORWARD_EXTENSION.fullmatch(raw.strip())
-        number, extension = (written["number"], written["extension"]) if written else (raw, "")
-        if written and not EXTENSION.fullmatch(extension):
-            self.fail(path, f"invalid extension {extension!r} in {raw!r}: 1 to 8 digits")
-            return None, ""
-        if not PLAIN_NUMBER.fullmatch(number.strip()):
-            marks = '"转", "分机", "ext.", "x", ",," or ";ext="'
-            self.fail(path, f"{raw!r}: write an extension after one of {marks}")
-            return None, ""
-        return self.phone(path, number, country), extension
-
-    def integer(self, path: str, value: Any, default: int, low: int, high: int) -> int:
-        if value is None:
-            return default
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            self.fail(path, f"must be a whole number from {low} to {high}, not {value!r}")
-            return default
-        return value
-
-    def match(self, path: str, value: Any) -> dict[str, list[str]]:
-        if value is None or value == "*":
-            return {}
-        if not isinstance(value, dict):
-            self.fail(path, f'must be "*" or a table of {", ".join(MATCH_FIELDS)}')
-            return {}
-        rule: dict[str, list[str]] = {}
-        for name, wanted in value.items():
-            if name not in MATCH_FIELDS:
-                self.fail(f"{path}.{name}", f"unknown field; use one of {', '.join(MATCH_FIELDS)}")
-                continue
-            listed = [wanted] if isinstance(wanted, str) else wanted
-            if (
-                not isinstance(listed, list)
-                or not listed
-                or not all(isinstance(v, str) and 0 < len(v) <= 200 for v in listed)
-            ):
-                self.fail(
-                    f"{path}.{name}", f"must be a string or a list of strings, not {wanted!r}"
-                )
-                continue
-            rule[name] = listed
-        return rule
-
-    def extensions(self, path: str, value: Any) -> list[str]:
-        """`"8000-8099"`, `"8001"`, or a list of either."""
-        items = value if isinstance(value, list) else [value]
-        found: list[str] = []
-        for item in items:
-            if not isinstance(item, str):
-                self.fail(path, f"invalid extension {item!r}")
-                continue
-            low, _, high = item.partition("-")
-            if not EXTENSION.fullmatch(low) or (high and not EXTENSION.fullmatch(high)):
-                self.fail(path, f"invalid extension {item!r}")
-                continue
-            if not high:
-                found.append(low)
-                continue
-            if len(low) != len(high) or int(high) < int(low):
-                self.fail(path, f"invalid range {item!r}: equal widths, low to high")
-                continue
-            if int(high) - int(low) >= MAX_SLOTS:
-                self.fail(path, f"range {item!r} has more than {MAX_SLOTS} extensions")
-                continue
-            found.extend(str(n).zfill(len(low)) for n in range(int(low), int(high) + 1))
-        return found
-
-
 def parse_sites(text: str) -> list[SiteSpec]:
     """Validate a sites file; raise ConfigError listing every problem by path."""
     try:
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", {"file": str(exc)}) from None
-    check = _Checker()
-    check.unknown_keys("file", document, {"site"})
-    raw_sites = document.get("site", [])
-    if not isinstance(raw_sites, list) or not raw_sites:
-        check.fail("site", "the file must define at least one [[site]]")
-        raw_sites = []
-    specs = [s for i, raw in enumerate(raw_sites) if (s := _parse_site(check, i, raw))]
-    _check_unique(check, specs)
-    if check.errors:
-        raise ConfigError(f"{len(check.errors)} problem(s) in the sites file", check.errors)
+    file = Fields(document, quote=True)
+    file.unknown({"site"})
+    sites = _tables(file, "site", NO_SITES, "key", SITE_KEY, required=True)
+    specs = [_parse_site(key, site) for key, site in sites]
+    _check_unique(file, specs)
+    file.check(f"{len(file.errors)} problem(s) in the sites file", ConfigError)
     return specs
 
 
-def _parse_site(check: _Checker, index: int, raw: Any) -> SiteSpec | None:
-    if not isinstance(raw, dict):
-        check.fail(f"site[{index}]", "must be a table")
-        return None
-    key = check.string(f"site[{index}].key", raw.get("key"), SITE_KEY) or f"#{index}"
-    path = f"site[{key}]"
-    check.unknown_keys(path, raw, SITE_KEYS)
-    country = (check.string(f"{path}.country", raw.get("country", "CN")) or "CN").upper()
+def _tables(
+    parent: Fields,
+    name: str,
+    message: str,
+    key: str | None = None,
+    pattern: re.Pattern[str] = PARAM,
+    required: bool = False,
+) -> list[tuple[str, Fields]]:
+    """The tables of the list at `name`, by their `key` setting (matching `pattern`) and read at
+    `name[<key>]`; at `name[#i]` when that setting is bad, at `name[i]` without a `key`."""
+    listed = parent.each(name, required=required, message=message)
+    found = []
+    for i, (at, raw) in enumerate(listed.data.items()):
+        if not isinstance(raw, dict):
+            listed.refuse(at, "must be a table", raw)
+        elif key is None:
+            found.append((str(i), listed.within(at, raw)))
+        else:
+            named = listed.within(at, raw).text(key, max_len=64, pattern=pattern) or f"#{i}"
+            found.append((named, listed.within(f"[{named}]", raw)))
+    return found
+
+
+def _parse_site(key: str, site: Fields) -> SiteSpec:
+    site.unknown(SITE_KEYS)
+    country = (site.text("country", max_len=8, required=False) or "CN").upper()
     if not is_valid_region(country):
-        check.fail(f"{path}.country", f"unknown country code {country!r}")
+        site.fail("country", f"unknown country code {country!r}")
         country = "CN"
-    timezone = check.string(f"{path}.timezone", raw.get("timezone", "Asia/Shanghai")) or "UTC"
+    timezone = site.text("timezone", max_len=64, required=False) or "Asia/Shanghai"
     try:
         zoneinfo.ZoneInfo(timezone)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-        check.fail(f"{path}.timezone", f"unknown time zone {timezone!r}")
-    domains = raw.get("domains")
-    if not isinstance(domains, list) or not domains:
-        check.fail(f"{path}.domains", "list the host names allowed to use the snippet")
-        domains = []
-    clean_domains: list[str] = []
-    for i, domain in enumerate(domains):
-        ok = check.string(f"{path}.domains[{i}]", domain)
-        if ok is not None and DOMAIN.fullmatch(ok.lower()):
-            clean_domains.append(ok.lower())
-        elif ok is not None:
-            check.fail(f"{path}.domains[{i}]", f"{ok!r} is not a host name (no scheme or port)")
-
-    pools = raw.get("pool", [])
-    sources = raw.get("source_number", [])
-    if not isinstance(pools, list):
-        check.fail(f"{path}.pool", "must be [[site.pool]] tables")
-        pools = []
-    if not isinstance(sources, list):
-        check.fail(f"{path}.source_number", "must be [[site.source_number]] tables")
-        sources = []
-    name = raw.get("name", key)
-    forward_to, forward_extension = check.forward(
-        f"{path}.forward_to", raw.get("forward_to"), country
-    )
+        site.fail("timezone", f"unknown time zone {timezone!r}")
+    forward_to, forward_extension = _forward(site, country)
+    pools = _tables(site, "pool", "must be [[site.pool]] tables", "name")
+    sources = _tables(site, "source_number", "must be [[site.source_number]] tables")
     return SiteSpec(
         key=key,
-        name=name if isinstance(name, str) else key,
-        domains=tuple(clean_domains),
+        name=site.text("name", max_len=200, required=False) or key,
+        domains=_domains(site),
         timezone=timezone,
         country=country,
-        forward_to_e164=forward_to,
+        forward_to_e164=forward_to or None,
         forward_to_extension=forward_extension,
-        twilio_auth_token=check.string(
-            f"{path}.twilio_auth_token", raw.get("twilio_auth_token"), SECRET, required=False
-        ),
-        cdr_secret=check.string(
-            f"{path}.cdr_secret", raw.get("cdr_secret"), SECRET, required=False
-        ),
-        keyword_param=check.string(
-            f"{path}.keyword_param", raw.get("keyword_param"), PARAM, required=False
-        ),
-        pools=tuple(
-            spec
-            for i, raw_pool in enumerate(pools)
-            if (spec := _parse_pool(check, path, i, raw_pool, country))
-        ),
-        source_numbers=tuple(
-            source
-            for i, raw_source in enumerate(sources)
-            if (source := _parse_source(check, path, i, raw_source, country))
-        ),
+        twilio_auth_token=_secret(site, "twilio_auth_token"),
+        cdr_secret=_secret(site, "cdr_secret"),
+        keyword_param=site.text("keyword_param", max_len=64, required=False, pattern=PARAM) or None,
+        pools=tuple(_parse_pool(name, pool, country) for name, pool in pools),
+        source_numbers=tuple(_parse_source(source, country) for _, source in sources),
     )
 
 
-def _parse_pool(check: _Checker, site: str, index: int, raw: Any, country: str) -> PoolSpec | None:
-    if not isinstance(raw, dict):
-        check.fail(f"{site}.pool[{index}]", "must be a table")
-        return None
-    name = check.string(f"{site}.pool[{index}].name", raw.get("name"), PARAM) or f"#{index}"
-    path = f"{site}.pool[{name}]"
-    check.unknown_keys(path, raw, POOL_KEYS)
-    target = check.phone(f"{path}.target", raw.get("target"), country) or ""
-    slots: list[tuple[str, str]] = []
-    numbers = raw.get("numbers", [])
-    if not isinstance(numbers, list):
-        check.fail(f"{path}.numbers", "must be a list of phone numbers")
-        numbers = []
-    for i, number in enumerate(numbers):
-        e164 = check.phone(f"{path}.numbers[{i}]", number, country)
-        if e164:
-            slots.append((e164, ""))
-    if "extensions" in raw:
-        slots.extend(
-            (target, ext) for ext in check.extensions(f"{path}.extensions", raw["extensions"])
-        )
+def _secret(site: Fields, name: str) -> str | None:
+    return site.text(name, max_len=200, required=False, pattern=SECRET) or None
+
+
+def _domains(site: Fields) -> tuple[str, ...]:
+    hosts = site.each("domains", required=True, message=NO_DOMAINS)
+    found = []
+    for at in hosts.data:
+        host = hosts.text(at, max_len=253).lower()
+        if DOMAIN.fullmatch(host):
+            found.append(host)
+        elif host:
+            hosts.refuse(at, "must be a host name (no scheme or port)", host)
+    return tuple(found)
+
+
+def _forward(site: Fields, country: str) -> tuple[str, str]:
+    """The number calls ring and the extension to dial once it answers ("" for none)."""
+    raw = site.text("forward_to", max_len=64, required=False)
+    if not raw:
+        return "", ""
+    written = FORWARD_EXTENSION.fullmatch(raw.strip())
+    number, extension = (written["number"], written["extension"]) if written else (raw, "")
+    if written and not EXTENSION.fullmatch(extension):
+        site.fail("forward_to", f"invalid extension {extension!r} in {raw!r}: 1 to 8 digits")
+        return "", ""
+    if not PLAIN_NUMBER.fullmatch(number.strip()):
+        marks = '"转", "分机", "ext.", "x", ",," or ";ext="'
+        site.fail("forward_to", f"{raw!r}: write an extension after one of {marks}")
+        return "", ""
+    # The number part read as if it were the whole setting, so its problems name forward_to.
+    return site.within("", {"forward_to": number}).phone("forward_to", country), extension
+
+
+def _parse_pool(name: str, pool: Fields, country: str) -> PoolSpec:
+    pool.unknown(POOL_KEYS)
+    target = pool.phone("target", country)
+    numbers = pool.each("numbers", message="must be a list of phone numbers")
+    slots = [(e164, "") for at in numbers.data if (e164 := numbers.phone(at, country))]
+    if "extensions" in pool.data:
+        extensions = _extensions(pool.each("extensions", single=True))
+        slots.extend((target, extension) for extension in extensions)
     if not slots:
-        check.fail(f"{path}.numbers", "a pool needs numbers or extensions")
+        pool.fail("numbers", "a pool needs numbers or extensions")
     if len(slots) > MAX_SLOTS:
-        check.fail(f"{path}.numbers", f"more than {MAX_SLOTS} slots")
+        pool.fail("numbers", f"more than {MAX_SLOTS} slots")
     # Short leases are for staging sites and end-to-end tests of a call flow (load warns).
-    lease = check.integer(f"{path}.lease_seconds", raw.get("lease_seconds"), 1800, 1, 86_400)
-    heartbeat = check.integer(
-        f"{path}.heartbeat_seconds", raw.get("heartbeat_seconds"), 60, 1, 3600
-    )
+    lease = pool.integer("lease_seconds", low=1, high=86_400, default=1800)
+    heartbeat = pool.integer("heartbeat_seconds", low=1, high=3600, default=60)
     if heartbeat * 2 > lease:
-        check.fail(
-            f"{path}.heartbeat_seconds",
+        pool.fail(
+            "heartbeat_seconds",
             f"{heartbeat} is more than half of lease_seconds ({lease}): a lease must outlast "
             "a missed heartbeat",
         )
-    overflow = raw.get("overflow", "fallback")
-    if overflow not in OVERFLOW:
-        check.fail(f"{path}.overflow", f"must be one of {', '.join(OVERFLOW)}, not {overflow!r}")
     return PoolSpec(
         name=name,
         target_e164=target,
         slots=tuple(slots),
-        match=check.match(f"{path}.match", raw.get("match")),
+        match=_match(pool),
         lease_seconds=lease,
-        grace_seconds=check.integer(
-            f"{path}.grace_seconds", raw.get("grace_seconds"), 7200, 0, 2_592_000
-        ),
+        grace_seconds=pool.integer("grace_seconds", low=0, high=2_592_000, default=7200),
         heartbeat_seconds=heartbeat,
-        overflow=str(overflow),
+        overflow=pool.one_of("overflow", OVERFLOW, default="fallback"),
     )
 
 
-def _parse_source(
-    check: _Checker, site: str, index: int, raw: Any, country: str
-) -> SourceSpec | None:
-    path = f"{site}.source_number[{index}]"
-    if not isinstance(raw, dict):
-        check.fail(path, "must be a table")
-        return None
-    check.unknown_keys(path, raw, SOURCE_KEYS)
-    extension = check.string(f"{path}.extension", raw.get("extension"), EXTENSION, required=False)
+def _parse_source(source: Fields, country: str) -> SourceSpec:
+    source.unknown(SOURCE_KEYS)
     return SourceSpec(
-        number_e164=check.phone(f"{path}.number", raw.get("number"), country) or "",
-        extension=extension or "",
-        target_e164=check.phone(f"{path}.target", raw.get("target"), country) or "",
-        match=check.match(f"{path}.match", raw.get("match")),
+        number_e164=source.phone("number", country),
+        extension=source.text("extension", max_len=8, required=False, pattern=EXTENSION),
+        target_e164=source.phone("target", country),
+        match=_match(source),
     )
 
 
-def _check_unique(check: _Checker, specs: list[SiteSpec]) -> None:
+def _match(table: Fields) -> dict[str, list[str]]:
+    """A pool's or source number's rule: "*" (everything) or the wanted values by field."""
+    value = table.data.get("match")
+    if value is None or value == "*":
+        return {}
+    if not isinstance(value, dict):
+        table.refuse("match", f'must be "*" or a table of {", ".join(MATCH_FIELDS)}', value)
+        return {}
+    rule = table.within("match", value)
+    rule.unknown(set(MATCH_FIELDS), f"unknown field; use one of {', '.join(MATCH_FIELDS)}")
+    wanted = {}
+    for name in value:
+        if name in MATCH_FIELDS:
+            listed = rule.each(name, required=True, single=True, message=NOT_STRINGS)
+            wanted[name] = [text for at in listed.data if (text := listed.text(at, max_len=200))]
+    return wanted
+
+
+def _extensions(items: Fields) -> list[str]:
+    """`"8000-8099"`, `"8001"`, or a list of either."""
+    found: list[str] = []
+    for at in items.data:
+        written = items.text(at, max_len=17)
+        low, _, high = written.partition("-")
+        if not written:
+            continue
+        if not EXTENSION.fullmatch(low) or (high and not EXTENSION.fullmatch(high)):
+            items.refuse(at, "must be an extension or a range of them (8000-8099)", written)
+        elif not high:
+            found.append(low)
+        elif len(low) != len(high) or int(high) < int(low):
+            items.refuse(at, "must be a range of equal widths, low to high", written)
+        elif int(high) - int(low) >= MAX_SLOTS:
+            items.refuse(at, f"must be a range of at most {MAX_SLOTS} extensions", written)
+        else:
+            found.extend(str(n).zfill(len(low)) for n in range(int(low), int(high) + 1))
+    return found
+
+
+def _check_unique(check: Fields, specs: list[SiteSpec]) -> None:
     """A slot may be leased by one pool only, and never doubles as a site's printed number."""
     keys: set[str] = set()
     owner: dict[tuple[str, str], str] = {}

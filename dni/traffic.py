@@ -10,24 +10,10 @@ import re
 from dataclasses import dataclass, field
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from dni.fields import UNSAFE_TEXT
+
 MAX_VALUE = 200
 MAX_CLICK_ID = 512
-# Characters no stored text may hold: NUL and the other C0 controls except tab, newline and
-# carriage return, DEL, and lone UTF-16 surrogates (SQL drivers cannot encode them; PostgreSQL
-# refuses NUL). Every text field the API or a provider accepts is checked against it.
-UNSAFE_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff]")
-
-
-def text_problem(value: str) -> str | None:
-    """Why `value` cannot be stored as text, or None when it can."""
-    found = UNSAFE_TEXT.search(value)
-    if found is None:
-        return None
-    if found.group() == "\x00":
-        return "must not contain NUL characters"
-    if "\ud800" <= found.group() <= "\udfff":
-        return "must not contain lone UTF-16 surrogates"
-    return "must not contain control characters"
 
 
 @dataclass(frozen=True)

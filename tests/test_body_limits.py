@@ -216,9 +216,15 @@ def test_oversize_twilio_json_is_413_and_stores_nothing(
 
 def signed_cdr_batch(clock: Clock, size: int) -> tuple[bytes, dict[str, str]]:
     """A correctly signed batch of CDRs at least `size` bytes long."""
-    record = {"call_id": "cdr-0", "from": "13812345678", "to": "400-100-0001",
-              "started_at": "2026-11-02T12:00:05+08:00", "duration": 95, "status": "completed",
-              "recording_url": "https://rec.example.cn/" + "r" * 1800}  # fmt: skip
+    record = {
+        "call_id": "cdr-0",
+        "from": "13812345678",
+        "to": "400-100-0001",
+        "started_at": "2026-11-02T12:00:05+08:00",
+        "duration": 95,
+        "status": "completed",
+        "recording_url": "https://rec.example.cn/" + "r" * 1800,
+    }
     count = size // len(json.dumps(record)) + 1
     body = json.dumps([record | {"call_id": f"cdr-{n}"} for n in range(count)]).encode()
     stamp = str(int(clock().timestamp()))
@@ -247,9 +253,17 @@ def test_oversize_cdr_push_is_413_and_stores_nothing(
 def test_oversize_preset_push_is_413_and_stores_nothing(
     client: FlaskClient, sessions: sessionmaker[Session], chunked: bool
 ) -> None:
-    records = [{"call_id": f"ali-{n}", "caller": "13812345678", "callee": "4001000002",
-                "start_time": "2026-11-02 12:00:05", "duration": "60",
-                "status_code": "200000"} for n in range(CDR // 100)]  # fmt: skip
+    records = [
+        {
+            "call_id": f"ali-{n}",
+            "caller": "13812345678",
+            "callee": "4001000002",
+            "start_time": "2026-11-02 12:00:05",
+            "duration": "60",
+            "status_code": "200000",
+        }
+        for n in range(CDR // 100)
+    ]
     body = json.dumps(records).encode()
     assert len(body) > CDR
     path = f"/v1/calls/cdr/shop/aliyun?token={SECRET}"

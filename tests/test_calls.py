@@ -128,7 +128,7 @@ def test_garbage_is_400(client: FlaskClient, clock: Clock, body: bytes) -> None:
 def test_withheld_caller_and_unknown_number_are_kept(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    response = push(client, cdr(**{"from": "anonymous", "to": "021-61230000"}))
+    response = push(client, cdr(1, **{"from": "anonymous", "to": "021-61230000"}))
     assert response.status_code == 200
     (call,) = calls(sessions)
     assert call.caller_anonymous and call.caller_e164 == ""
@@ -196,8 +196,13 @@ def test_twilio_status_callbacks_in_any_order(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
     twilio_post(client, "/v1/calls/twilio/shop/voice", INBOUND)
-    child = {"CallSid": "CAchild", "ParentCallSid": INBOUND["CallSid"], "From": INBOUND["From"],
-             "To": "+862161234567", "Direction": "outbound-dial"}  # fmt: skip
+    child = {
+        "CallSid": "CAchild",
+        "ParentCallSid": INBOUND["CallSid"],
+        "From": INBOUND["From"],
+        "To": "+862161234567",
+        "Direction": "outbound-dial",
+    }
     path = "/v1/calls/twilio/shop/status"
     done = child | {"CallStatus": "completed", "CallDuration": "42", "SequenceNumber": "3"}
     assert twilio_post(client, path, done).status_code == 200
@@ -206,9 +211,12 @@ def test_twilio_status_callbacks_in_any_order(
     twilio_post(
         client,
         path,
-        {"CallSid": INBOUND["CallSid"], "RecordingUrl": "https://api.twilio.com/rec/RE1",
-         "RecordingStatus": "completed"},
-    )  # fmt: skip
+        {
+            "CallSid": INBOUND["CallSid"],
+            "RecordingUrl": "https://api.twilio.com/rec/RE1",
+            "RecordingStatus": "completed",
+        },
+    )
     (call,) = calls(sessions)
     assert (call.status, call.duration_seconds) == ("completed", 42)
     assert call.recording_url == "https://api.twilio.com/rec/RE1"
@@ -234,9 +242,11 @@ def twilio_json(client: FlaskClient, body: str, signed_body: str | None = None) 
     path = f"/v1/calls/twilio/shop/status?bodySHA256={digest}"
     signature = validator.compute_signature(f"http://localhost{path}", {})
     return client.post(
-        path, data=body.encode(), content_type="application/json",
+        path,
+        data=body.encode(),
+        content_type="application/json",
         headers={"X-Twilio-Signature": signature},
-    )  # fmt: skip
+    )
 
 
 def test_twilio_json_body_is_checked_by_its_hash(
@@ -246,8 +256,10 @@ def test_twilio_json_body_is_checked_by_its_hash(
     assert twilio_json(client, body).status_code == 200
     (call,) = calls(sessions)
     assert (call.provider_call_id, call.status, call.duration_seconds) == (
-        INBOUND["CallSid"], "completed", 61,
-    )  # fmt: skip
+        INBOUND["CallSid"],
+        "completed",
+        61,
+    )
 
 
 def test_twilio_json_body_that_does_not_match_its_hash_is_401(
@@ -257,13 +269,16 @@ def test_twilio_json_body_that_does_not_match_its_hash_is_401(
     forged = json.dumps(INBOUND | {"From": "+8613900000000"})
     assert twilio_json(client, forged, signed_body=signed).status_code == 401
     unsigned = client.post(
-        "/v1/calls/twilio/shop/status", data=signed.encode(), content_type="application/json",
+        "/v1/calls/twilio/shop/status",
+        data=signed.encode(),
+        content_type="application/json",
         headers={"X-Twilio-Signature": "x"},
-    )  # fmt: skip
+    )
     assert unsigned.status_code == 401
     assert calls(sessions) == []
 
 
 def test_twilio_json_that_is_not_an_object_is_400(client: FlaskClient) -> None:
     response = twilio_json(client, "[1, 2]")
-    assert response.status_code == 400 and response.get_json()["fields"] == {"body": "list"}
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == {"body": "not an object"}

@@ -36,8 +36,12 @@ def cdr_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def post_json(client: FlaskClient, path: str, body: Any) -> Any:
     """The body as JSON text with `\\ud800`-style escapes, as a hostile sender writes it."""
-    return client.post(path, data=json.dumps(body), content_type="text/plain",
-                       headers={"Origin": "https://shop.example.cn"})  # fmt: skip
+    return client.post(
+        path,
+        data=json.dumps(body),
+        content_type="text/plain",
+        headers={"Origin": "https://shop.example.cn"},
+    )
 
 
 def visit(client: FlaskClient, visitor: str, url: str = SHOP, referrer: str = "") -> Any:
@@ -143,21 +147,39 @@ def test_the_good_cdrs_of_a_batch_are_stored_and_the_bad_ones_named(
 
 
 def aliyun(**fields: Any) -> dict[str, Any]:
-    return {"call_id": "ali-1", "caller": "13812345678", "callee": "4001000002",
-            "originate_time": "2026-11-02 12:00:00", "start_time": "2026-11-02 12:00:05",
-            "duration": "60", **fields}  # fmt: skip
+    return {
+        "call_id": "ali-1",
+        "caller": "13812345678",
+        "callee": "4001000002",
+        "originate_time": "2026-11-02 12:00:00",
+        "start_time": "2026-11-02 12:00:05",
+        "duration": "60",
+        **fields,
+    }
 
 
 def tencent(**fields: Any) -> dict[str, Any]:
-    return {"SessionId": "a1b2-c3d4", "Caller": "008613812345678", "Callee": "4001000003",
-            "StartTimestamp": 1793592000, "AcceptTimestamp": 1793592010, "Duration": 90,
-            **fields}  # fmt: skip
+    return {
+        "SessionId": "a1b2-c3d4",
+        "Caller": "008613812345678",
+        "Callee": "4001000003",
+        "StartTimestamp": 1793592000,
+        "AcceptTimestamp": 1793592010,
+        "Duration": 90,
+        **fields,
+    }
 
 
 def yiqitong(**fields: Any) -> dict[str, Any]:
-    return {"call_sn": "sn-1", "tel": "4008881234", "caller_id": "02161230000",
-            "start_time": "2026-11-02 12:00:00", "call_duration": 0, "state": "0",
-            **fields}  # fmt: skip
+    return {
+        "call_sn": "sn-1",
+        "tel": "4008881234",
+        "caller_id": "02161230000",
+        "start_time": "2026-11-02 12:00:00",
+        "call_duration": 0,
+        "state": "0",
+        **fields,
+    }
 
 
 def post_preset(client: FlaskClient, clock: Clock, name: str, body: Any) -> Any:
@@ -193,9 +215,13 @@ def huawei(**fields: Any) -> dict[str, Any]:
     ],
 )
 def test_bad_preset_records_are_400_naming_the_providers_field(
-    client: FlaskClient, clock: Clock, sessions: sessionmaker[Session], name: str, body: Any,
+    client: FlaskClient,
+    clock: Clock,
+    sessions: sessionmaker[Session],
+    name: str,
+    body: Any,
     bad: str,
-) -> None:  # fmt: skip
+) -> None:
     response = post_preset(client, clock, name, body)
     assert response.status_code == 400, response.get_data(as_text=True)
     assert list(response.get_json()["fields"]) == [bad]
@@ -211,8 +237,13 @@ def test_a_preset_batch_keeps_its_good_records(
     assert [c.provider_call_id for c in stored_calls(sessions)] == ["ali-1"]
 
 
-STATUS = {"CallSid": "CA00000000000000000000000000000001", "From": "+8613812345678",
-          "To": "+864001000001", "CallStatus": "completed", "CallDuration": "42"}  # fmt: skip
+STATUS = {
+    "CallSid": "CA00000000000000000000000000000001",
+    "From": "+8613812345678",
+    "To": "+864001000001",
+    "CallStatus": "completed",
+    "CallDuration": "42",
+}
 
 
 @pytest.mark.parametrize(
@@ -240,8 +271,9 @@ def test_a_twilio_json_body_with_a_surrogate_is_400(client: FlaskClient) -> None
     validator = RequestValidator(TOKEN)
     path = f"/v1/calls/twilio/shop/status?bodySHA256={validator.compute_hash(body)}"
     signature = validator.compute_signature(f"http://localhost{path}", {})
-    response = client.post(path, data=body, content_type="application/json",
-                           headers={"X-Twilio-Signature": signature})  # fmt: skip
+    response = client.post(
+        path, data=body, content_type="application/json", headers={"X-Twilio-Signature": signature}
+    )
     assert response.status_code == 400 and list(response.get_json()["fields"]) == ["From"]
 
 

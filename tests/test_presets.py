@@ -46,14 +46,27 @@ def aksk(clock: Clock, secret: str = SECRET) -> dict[str, str]:
 HUAWEI = {
     "eventType": "fee",
     "feeLst": [
-        {"direction": 0, "icid": "CAE-20261102-1", "bindNum": "+864001000001",
-         "callerNum": "+8613812345678", "callInTime": "2026-11-02 04:00:00",
-         "fwdAnswerTime": "2026-11-02 04:00:10", "callEndTime": "2026-11-02 04:02:10"},
-        {"direction": 0, "icid": "CAE-20261102-2", "bindNum": "+864008881234", "extendNum": "8003",
-         "callerNum": "+8613900000000", "callInTime": "2026-11-02 04:05:00",
-         "fwdAnswerTime": "", "callEndTime": "2026-11-02 04:05:20"},
+        {
+            "direction": 0,
+            "icid": "CAE-20261102-1",
+            "bindNum": "+864001000001",
+            "callerNum": "+8613812345678",
+            "callInTime": "2026-11-02 04:00:00",
+            "fwdAnswerTime": "2026-11-02 04:00:10",
+            "callEndTime": "2026-11-02 04:02:10",
+        },
+        {
+            "direction": 0,
+            "icid": "CAE-20261102-2",
+            "bindNum": "+864008881234",
+            "extendNum": "8003",
+            "callerNum": "+8613900000000",
+            "callInTime": "2026-11-02 04:05:00",
+            "fwdAnswerTime": "",
+            "callEndTime": "2026-11-02 04:05:20",
+        },
     ],
-}  # fmt: skip
+}
 
 
 def test_huawei_fee_push_with_aksk(
@@ -79,10 +92,18 @@ def test_huawei_wrong_digest_is_401(
 def test_aliyun_voice_report_with_token(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
-    body = [{"call_id": "100001616500^100001871490", "caller": "13812345678",
-             "callee": "4001000002", "originate_time": "2026-11-02 12:00:00",
-             "start_time": "2026-11-02 12:00:05", "end_time": "2026-11-02 12:01:05",
-             "duration": "60", "status_code": "200000"}]  # fmt: skip
+    body = [
+        {
+            "call_id": "100001616500^100001871490",
+            "caller": "13812345678",
+            "callee": "4001000002",
+            "originate_time": "2026-11-02 12:00:00",
+            "start_time": "2026-11-02 12:00:05",
+            "end_time": "2026-11-02 12:01:05",
+            "duration": "60",
+            "status_code": "200000",
+        }
+    ]
     response = client.post(f"/v1/calls/cdr/shop/aliyun?token={SECRET}", json=body)
     assert response.get_json() == {"code": 0, "msg": "接收成功"}
     (call,) = stored(sessions)
@@ -93,10 +114,18 @@ def test_aliyun_voice_report_with_token(
 
 
 def test_tencent_ccc_with_basic_auth(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
-    body = {"SdkAppId": 1400000000, "SessionId": "a1b2-c3d4", "Caller": "008613812345678",
-            "Callee": "4001000003", "Direction": 0, "StartTimestamp": 1793592000,
-            "AcceptTimestamp": 1793592010, "EndedTimestamp": 1793592100, "Duration": 90,
-            "RecordURL": "https://cos.example.cn/r.mp3"}  # fmt: skip
+    body = {
+        "SdkAppId": 1400000000,
+        "SessionId": "a1b2-c3d4",
+        "Caller": "008613812345678",
+        "Callee": "4001000003",
+        "Direction": 0,
+        "StartTimestamp": 1793592000,
+        "AcceptTimestamp": 1793592010,
+        "EndedTimestamp": 1793592100,
+        "Duration": 90,
+        "RecordURL": "https://cos.example.cn/r.mp3",
+    }
     auth = "Basic " + base64.b64encode(f"dni:{SECRET}".encode()).decode()
     response = client.post("/v1/calls/cdr/shop/tencent", json=body, headers={"Authorization": auth})
     assert response.get_json() == {"ErrCode": 0}
@@ -107,9 +136,16 @@ def test_tencent_ccc_with_basic_auth(client: FlaskClient, sessions: sessionmaker
 
 
 def test_yiqitong_400_push(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
-    body = {"call_sn": "sn-1", "tel": "4008881234", "ext": "8002", "caller_id": "02161230000",
-            "start_time": "2026-11-02 12:00:00", "call_duration": 0, "state": "0",
-            "tape_url": ""}  # fmt: skip
+    body = {
+        "call_sn": "sn-1",
+        "tel": "4008881234",
+        "ext": "8002",
+        "caller_id": "02161230000",
+        "start_time": "2026-11-02 12:00:00",
+        "call_duration": 0,
+        "state": "0",
+        "tape_url": "",
+    }
     response = client.post(f"/v1/calls/cdr/shop/yiqitong?token={SECRET}", json=body)
     assert response.get_json() == {"code": "200"}
     (call,) = stored(sessions)

@@ -25,8 +25,14 @@ def data(rt: Runtime, clock: Clock, sessions: sessionmaker[Session]) -> dict[str
     paid = start_visit(rt, "visitor-paid", PAID)
     start_visit(rt, "visitor-direct", "https://shop.example.cn/")
     call = call_at(rt, clock.now + timedelta(minutes=3), duration=95)
-    call_at(rt, clock.now + timedelta(minutes=4), to="+864008881234", caller="anonymous", n=2,
-            duration=0)  # fmt: skip
+    call_at(
+        rt,
+        clock.now + timedelta(minutes=4),
+        to="+864008881234",
+        caller="anonymous",
+        n=2,
+        duration=0,
+    )
     with sessions.begin() as session:
         keys = {
             "plain": create_key(session, "reports", None, False, clock.now),
@@ -83,18 +89,31 @@ def test_keyword_report_counts_visits_calls_and_leads(
 ) -> None:
     response = get(client, "/v1/reports/calls", data["keys"]["plain"], group_by="keyword", **DAY)
     rows = response.get_json()["rows"]
-    assert rows[0] == {"keyword": "玫瑰", "visits": 1, "calls": 1, "answered": 1,
-                       "first_time": 1, "qualified": 1}  # fmt: skip
-    assert rows[1] == {"keyword": "", "visits": 1, "calls": 1, "answered": 0,
-                       "first_time": 0, "qualified": 0}  # fmt: skip
+    assert rows[0] == {
+        "keyword": "玫瑰",
+        "visits": 1,
+        "calls": 1,
+        "answered": 1,
+        "first_time": 1,
+        "qualified": 1,
+    }
+    assert rows[1] == {
+        "keyword": "",
+        "visits": 1,
+        "calls": 1,
+        "answered": 0,
+        "first_time": 0,
+        "qualified": 0,
+    }
 
 
 def test_hour_report_uses_the_site_time_zone(client: FlaskClient, data: dict[str, Any]) -> None:
     rows = get(
         client, "/v1/reports/calls", data["keys"]["plain"], group_by="hour", **DAY
     ).get_json()
-    assert rows["rows"] == [{"hour": 12, "visits": 2, "calls": 2, "answered": 1, "first_time": 1,
-                             "qualified": 1}]  # fmt: skip
+    assert rows["rows"] == [
+        {"hour": 12, "visits": 2, "calls": 2, "answered": 1, "first_time": 1, "qualified": 1}
+    ]
 
 
 @pytest.mark.parametrize(
@@ -104,13 +123,23 @@ def test_longer_periods_read_weeks_and_months(
     client: FlaskClient, data: dict[str, Any], first: str, last: str
 ) -> None:
     day = get(client, "/v1/reports/calls", data["keys"]["plain"], group_by="landing_page", **DAY)
-    longer = get(client, "/v1/reports/calls", data["keys"]["plain"], group_by="landing_page",
-                 site="shop", **{"from": first, "to": last})  # fmt: skip
+    longer = get(
+        client,
+        "/v1/reports/calls",
+        data["keys"]["plain"],
+        group_by="landing_page",
+        site="shop",
+        **{"from": first, "to": last},
+    )
     assert longer.get_json() == day.get_json()
     assert day.get_json()["rows"][0] == {
-        "landing_page": "https://shop.example.cn/flowers", "visits": 1, "calls": 1,
-        "answered": 1, "first_time": 1, "qualified": 1,
-    }  # fmt: skip
+        "landing_page": "https://shop.example.cn/flowers",
+        "visits": 1,
+        "calls": 1,
+        "answered": 1,
+        "first_time": 1,
+        "qualified": 1,
+    }
 
 
 def test_hour_report_in_a_zone_half_an_hour_from_utc(

@@ -76,8 +76,9 @@ def test_csv_report_cells_are_never_live_formulas(
         url = f"https://shop.example.cn/?utm_source=baidu&utm_medium=cpc&utm_term={quote(keyword)}"
         start_visit(rt, f"visitor-formula-{n}", url)
     flush_history(rt.stores, rt.now())
-    response = get(client, "/v1/reports/calls", data["keys"]["plain"], group_by="keyword",
-                   format="csv", **DAY)  # fmt: skip
+    response = get(
+        client, "/v1/reports/calls", data["keys"]["plain"], group_by="keyword", format="csv", **DAY
+    )
     rows = list(csv.reader(io.StringIO(response.get_data(as_text=True), newline="")))
     keywords = {row[0] for row in rows[1:]}
     assert {"'" + keyword for keyword in FORMULAS} <= keywords
@@ -85,8 +86,9 @@ def test_csv_report_cells_are_never_live_formulas(
 
 
 def test_counts_and_hours_stay_numbers(client: FlaskClient, data: dict[str, Any]) -> None:
-    response = get(client, "/v1/reports/calls", data["keys"]["plain"], group_by="hour",
-                   format="csv", **DAY)  # fmt: skip
+    response = get(
+        client, "/v1/reports/calls", data["keys"]["plain"], group_by="hour", format="csv", **DAY
+    )
     assert response.get_data(as_text=True).splitlines()[1] == "12,2,2,1,1,1"
 
 
@@ -102,7 +104,7 @@ def test_counts_and_hours_stay_numbers(client: FlaskClient, data: dict[str, Any]
         (-2, -2),
         (12, 12),
         (None, None),
-    ],  # fmt: skip
+    ],
 )
 def test_only_text_cells_are_defused(value: object, written: object) -> None:
     assert safe_cell(value) == written

@@ -103,15 +103,35 @@ def test_a_heartbeat_over_half_the_lease_is_refused(lease: int, heartbeat: int |
     )
 
 
-@pytest.mark.parametrize(("lease", "heartbeat", "field"), [
-    (0, 1, "lease_seconds"), (-5, 1, "lease_seconds"), (10, 0, "heartbeat_seconds"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    ("lease", "heartbeat", "field"),
+    [
+        (0, 1, "lease_seconds"),
+        (-5, 1, "lease_seconds"),
+        (10, 0, "heartbeat_seconds"),
+    ],
+)
 def test_a_lease_or_heartbeat_under_a_second_is_refused(
     lease: int, heartbeat: int, field: str
 ) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_sites(with_lease(lease, heartbeat))
     assert f"site[shop].pool[paid].{field}" in caught.value.fields
+
+
+@pytest.mark.parametrize(
+    ("setting", "problem"),
+    [
+        ("name = 5", "must be a string, not 5"),
+        ('name = "' + "n" * 201 + '"', "must be at most 200 characters"),
+        ('name = "a\\u0000b"', "must not contain NUL characters"),
+    ],
+)
+def test_a_site_name_must_be_storable_text(setting: str, problem: str) -> None:
+    text = shop_toml().replace('key = "shop"', f'key = "shop"\n{setting}')
+    with pytest.raises(ConfigError) as caught:
+        parse_sites(text)
+    assert caught.value.fields == {"site[shop].name": problem}
 
 
 def test_invalid_toml_is_a_config_error() -> None:

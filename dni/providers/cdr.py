@@ -10,24 +10,15 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlsplit
 
-from dni.calls import (
-    EARLIEST,
-    LATEST,
-    MAX_DURATION,
-    STATUSES,
-    CallRecord,
-    read_started,
-    storage_problem,
-)
+from dni.calls import EARLIEST, LATEST, MAX_DURATION, STATUSES, CallRecord
 from dni.errors import DniError, InvalidInput
-from dni.traffic import text_problem
+from dni.fields import Fields, json_value, storage_problem
+from dni.sitefile import EXTENSION
 
 WINDOW_SECONDS = 300
 MAX_BATCH = 1000
@@ -86,10 +77,7 @@ class Batch:
 
 def parse_batch(body: bytes) -> Batch:
     """Every record of a push; InvalidInput only when the body itself is wrong."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise InvalidInput("body is not valid JSON", {"body": "not JSON"}) from None
+    data = json_value(body)
     items = data if isinstance(data, list) else [data]
     if not items or len(items) > MAX_BATCH:
         raise InvalidInput(f"send 1 to {MAX_BATCH} records", {"body": f"{len(items)} records"})
@@ -113,58 +101,25 @@ def parse_record(item: Any) -> CallRecord:
 
 
 def _parse(item: Any, where: str, errors: dict[str, str]) -> CallRecord | None:
+    """The record at `where`, or None with its bad fields added to `errors`."""
     if not isinstance(item, dict):
         errors[where or "body"] = "must be an object"
         return None
-    before = len(errors)
-
-    def text(name: str, limit: int, required: bool = True) -> str:
-        value = item.get(name)
-        if value is None or value == "":
-            if required:
-                errors[f"{where}.{name}".lstrip(".")] = "required"
-            return ""
-        if not isinstance(value, str) or len(value) > limit:
-            errors[f"{where}.{name}".lstrip(".")] = (
-                f"must be a string of at most {limit} characters"
-            )
-            return ""
-        problem = text_problem(value)
-        if problem is not None:
-            errors[f"{where}.{name}".lstrip(".")] = problem
-            return ""
-        return value
-
-    call_id = text("call_id", 128)
-    caller = text("from", 64, required=False)
-    called = text("to", 40)
-    extension = text("extension", 8, required=False)
-    if extension and not extension.isdigit():
-        errors[f"{where}.extension".lstrip(".")] = "digits only"
-    status = text("status", 16)
-    if status and status not in STATUSES:
-        errors[f"{where}.status".lstrip(".")] = f"one of {', '.join(STATUSES)}"
-    started_raw = text("started_at", 40)
-    started = _started(started_raw) if started_raw else None
-    if started_raw and started is None:
-        errors[f"{where}.started_at".lstrip(".")] = (
-            f"ISO 8601 with a UTC offset, from {EARLIEST.year} to {LATEST.year}"
-        )
-    duration = item.get("duration", 0)
-    if (
-        isinstance(duration, bool)
-        or not isinstance(duration, int)
-        or not 0 <= duration <= MAX_DURATION
-    ):
-        errors[f"{where}.duration".lstrip(".")] = f"whole seconds from 0 to {MAX_DURATION}"
-    recording = text("recording_url", 2048, required=False)
-    if recording and urlsplit(recording).scheme not in ("http", "https"):
-        errors[f"{where}.recording_url".lstrip(".")] = "an http(s) URL"
+    fields = Fields(item, where)
+    call_id = fields.text("call_id", max_len=128)
+    caller = fields.text("from", max_len=64, required=False)
+    called = fields.text("to", max_len=40)
+    extension = fields.text("extension", max_len=8, required=False, pattern=EXTENSION)
+    status = fields.one_of("status", STATUSES)
+    started = fields.moment("started_at", earliest=EARLIEST, latest=LATEST)
+    duration = fields.integer("duration", low=0, high=MAX_DURATION, default=0)
+    recording = fields.url("recording_url", required=False)
+    # The fields dni does not read are kept with the call: they must be storable too.
     unstorable = storage_problem(item)
-    if unstorable is not None and len(errors) == before:
-        path, problem = unstorable
-        errors[f"{where}.{path}".lstrip(".")] = problem
-    if len(errors) > before or started is None:
+    if unstorable is not None and not fields.errors:
+        fields.fail(*unstorable)
+    errors |= fields.errors
+    if fields.errors or started is None:
         return None
     return CallRecord(
         provider="cdr",
@@ -178,12 +133,3 @@ def _parse(item: Any, where: str, errors: dict[str, str]) -> CallRecord | None:
         recording_url=recording,
         payload=item,
     )
-
-
-def _started(raw: str) -> datetime | None:
-    """An ISO 8601 time with an offset in the plausible range, else None."""
-    try:
-        started = datetime.fromisoformat(raw)
-    except ValueError:
-        return None
-    return read_started(started) if started.tzinfo is not None else None

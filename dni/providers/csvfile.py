@@ -18,8 +18,9 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
-from dni.calls import record_call, storage_problem
+from dni.calls import record_call
 from dni.errors import InvalidInput
+from dni.fields import storage_problem, whole_number
 from dni.providers.cdr import parse_record
 from dni.providers.presets import Preset, translate
 from dni.sites import SiteConfig
@@ -61,9 +62,9 @@ def _generic_row(
         value = (row.get(mapping.get(ours, ours)) or "").strip()
         if value:
             item[ours] = value
-    seconds = item.get("duration", "")
-    if seconds.isascii() and seconds.isdigit() and len(seconds) <= 10:
-        item["duration"] = int(seconds)  # else left as text, refused as a duration
+    seconds = whole_number(item.get("duration"), digits=True)
+    if seconds is not None:
+        item["duration"] = seconds  # else left as text, refused as a duration
     started = item.get("started_at", "")
     try:
         moment = datetime.fromisoformat(started)

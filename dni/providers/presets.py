@@ -18,8 +18,8 @@ from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from dni.calls import storage_problem
 from dni.errors import InvalidInput
+from dni.fields import json_value, storage_problem, whole_number
 from dni.providers.cdr import WINDOW_SECONDS, BadSignature, Batch, parse_batch, same_secret
 
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -42,35 +42,62 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     # 华为云 隐私保护通话 话单通知 (eventType "fee", up to 50 records in feeLst)
     "huawei": Preset(
-        name="huawei", records="feeLst",
+        name="huawei",
+        records="feeLst",
         fields={"call_id": "icid", "from": "callerNum", "to": "bindNum", "extension": "extendNum"},
-        started="callInTime", clock="utc", answered="fwdAnswerTime", ended="callEndTime",
-        auth="huawei-aksk", reply={"resultcode": "0", "resultdesc": "Success"},
+        started="callInTime",
+        clock="utc",
+        answered="fwdAnswerTime",
+        ended="callEndTime",
+        auth="huawei-aksk",
+        reply={"resultcode": "0", "resultdesc": "Success"},
     ),
     # 阿里云 语音服务 VoiceReport, HTTP batch push (a JSON array)
     "aliyun": Preset(
-        name="aliyun", records=None,
+        name="aliyun",
+        records=None,
         fields={"call_id": "call_id", "from": "caller", "to": "callee"},
-        started="originate_time", clock="beijing", answered="start_time", duration="duration",
+        started="originate_time",
+        clock="beijing",
+        answered="start_time",
+        duration="duration",
         reply={"code": 0, "msg": "接收成功"},
     ),
     # 腾讯云 联络中心 TCCC 数据推送 (?action=cdr), basic auth
     "tencent": Preset(
-        name="tencent", records=None,
-        fields={"call_id": "SessionId", "from": "Caller", "to": "Callee",
-                "recording_url": "RecordURL"},
-        started="StartTimestamp", clock="epoch", answered="AcceptTimestamp", duration="Duration",
-        auth="basic", reply={"ErrCode": 0},
+        name="tencent",
+        records=None,
+        fields={
+            "call_id": "SessionId",
+            "from": "Caller",
+            "to": "Callee",
+            "recording_url": "RecordURL",
+        },
+        started="StartTimestamp",
+        clock="epoch",
+        answered="AcceptTimestamp",
+        duration="Duration",
+        auth="basic",
+        reply={"ErrCode": 0},
     ),
     # 易企通 400 话单推送 pci_push
     "yiqitong": Preset(
-        name="yiqitong", records=None,
-        fields={"call_id": "call_sn", "from": "caller_id", "to": "tel", "extension": "ext",
-                "recording_url": "tape_url"},
-        started="start_time", clock="beijing", answered="state", duration="call_duration",
+        name="yiqitong",
+        records=None,
+        fields={
+            "call_id": "call_sn",
+            "from": "caller_id",
+            "to": "tel",
+            "extension": "ext",
+            "recording_url": "tape_url",
+        },
+        started="start_time",
+        clock="beijing",
+        answered="state",
+        duration="call_duration",
         reply={"code": "200"},
     ),
-}  # fmt: skip
+}
 
 AKSK = re.compile(r'(\w+)="([^"]*)"')
 
@@ -129,11 +156,10 @@ def _seconds(value: Any) -> int:
         return 0
     if isinstance(value, float) and value.is_integer():
         return int(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    raise ValueError(f"not whole seconds: {value!r}")
+    seconds = whole_number(value, digits=True)
+    if seconds is None:
+        raise ValueError(f"not whole seconds: {value!r}")
+    return seconds
 
 
 def _duration(preset: Preset, item: dict[str, Any], answered: bool) -> int:
@@ -171,10 +197,7 @@ def translate(preset: Preset, item: Any) -> dict[str, Any]:
 
 def parse_preset(preset: Preset, body: bytes) -> Batch:
     """The push's records as generic ones; errors name the provider's own fields."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        raise InvalidInput("body is not valid JSON", {"body": "not JSON"}) from None
+    data = json_value(body)
     items = data.get(preset.records) if preset.records and isinstance(data, dict) else data
     if preset.records and not isinstance(items, list):
         raise InvalidInput(f"{preset.records} must be a list", {preset.records: "missing"})

@@ -18,9 +18,8 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Dial, VoiceResponse
 
 from dni.calls import MAX_DURATION, STATUS_RANK, CallRecord
-from dni.errors import InvalidInput
+from dni.fields import Fields, json_object, text_problem
 from dni.providers.cdr import BadSignature
-from dni.traffic import text_problem
 
 MAX_CALL_SID = 128  # the stored call id's length; Twilio's own SIDs are 34 characters
 
@@ -38,38 +37,30 @@ def verify_json(auth_token: str, url: str, body: str, signature: str | None) -> 
         raise BadSignature("a JSON request needs the bodySHA256 query parameter Twilio adds")
     if not signature or not RequestValidator(auth_token).validate(url, body, signature):
         raise BadSignature("X-Twilio-Signature or bodySHA256 does not match this request")
-    try:
-        fields = json.loads(body)
-    except ValueError as error:
-        raise InvalidInput("body is not valid JSON", {"body": str(error)}) from None
-    if not isinstance(fields, dict):
-        raise InvalidInput("body must be a JSON object", {"body": type(fields).__name__})
     return {
         str(k): v if isinstance(v, str) else json.dumps(v, ensure_ascii=False)
-        for k, v in fields.items()
+        for k, v in json_object(body).items()
     }
 
 
 def call_report(form: Mapping[str, str], now: datetime) -> CallRecord:
     """What a voice webhook or status callback says about the tracked (parent) call;
     InvalidInput naming each field that cannot be stored."""
-    errors = {}
-    for field, value in form.items():
-        problem = text_problem(field) or text_problem(value)
+    fields = Fields(form)
+    for name, value in form.items():  # every field is stored with the call
+        problem = text_problem(name) or text_problem(value)
         if problem is not None:
-            errors[field] = problem
-    parent = form.get("ParentCallSid") or ""
-    call_id = parent or form.get("CallSid", "")
-    if len(call_id) > MAX_CALL_SID:
-        errors["ParentCallSid" if parent else "CallSid"] = f"at most {MAX_CALL_SID} characters"
+            fields.fail(name, problem)
+    parent = fields.text("ParentCallSid", max_len=MAX_CALL_SID, required=False)
+    call_id = parent or fields.text("CallSid", max_len=MAX_CALL_SID, required=False)
     status = form.get("DialCallStatus") or form.get("CallStatus") or "ringing"
     name = "DialCallDuration" if form.get("DialCallDuration") else "CallDuration"
-    raw = form.get(name) or ""
-    duration = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 10 else None
-    if raw and (duration is None or duration > MAX_DURATION):
-        errors[name] = f"whole seconds from 0 to {MAX_DURATION}"
-    if errors:
-        raise InvalidInput("invalid Twilio report", errors)
+    duration = (
+        fields.integer(name, low=0, high=MAX_DURATION, default=0, digits=True)
+        if form.get(name)
+        else None
+    )
+    fields.check("invalid Twilio report")
     return CallRecord(
         provider="twilio",
         call_id=call_id,

@@ -12,14 +12,15 @@ from urllib.parse import urlsplit
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from dni.errors import Forbidden, NotFound
+from dni.fields import Fields
+from dni.sitefile import SITE_KEY
 from dni.sites import SiteConfig
 from dni.visits import EVENT_TYPES, VisitAnswer, VisitInput
-from dni.web.inputs import Fields, body_limit, read_json_object
+from dni.web.inputs import body_limit, read_json_object
 from dni.web.runtime import runtime
 
 bp = Blueprint("api", __name__)
 
-SITE_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 VISITOR = re.compile(r"[A-Za-z0-9_.-]{8,64}")
 VISIT_ACTIONS = ("heartbeat", "events")
 # The snippet's JSON bodies: DNI_MAX_BODY_BYTES (16 KiB by default).
@@ -93,9 +94,7 @@ def heartbeat(visit: str) -> Response:
 def record_event(visit: str) -> Response:
     rt = runtime()
     fields = Fields(read_json_object())
-    kind = fields.text("type", max_len=32)
-    if kind and kind not in EVENT_TYPES:
-        fields.errors["type"] = f"must be one of {', '.join(EVENT_TYPES)}"
+    kind = fields.one_of("type", EVENT_TYPES)
     number = fields.text("number", max_len=40, required=False)
     fields.check()
     site = rt.visits.site_of(visit)

@@ -1,28 +1,23 @@
-"""Reading request bodies into typed values: size caps, JSON objects, per-field errors.
+"""Request bodies before their fields are read: size caps and JSON objects.
 
 Every route has a body cap, enforced by one app-wide hook before any handler, form decoder or
-signature check sees the body. Problems are reported as 400 (413 for size) `{"error",
-"fields": {name: why}}`. Text fields refuse what cannot be stored (NUL, controls, lone
-surrogates: `dni.traffic.text_problem`), so nothing queued for SQL can block the queue.
+signature check sees the body; an oversize one is a 413 `{"error", "fields": {"body": why}}`.
+Handlers then read the object's fields with `dni.fields.Fields`.
 """
 
 from __future__ import annotations
 
-import json
-import re
 from collections.abc import Callable
 from typing import Any, TypeAlias, TypeVar
-from urllib.parse import urlsplit
 
 from flask import Flask, current_app, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from dni.config import Settings
 from dni.errors import InvalidInput
-from dni.traffic import text_problem
+from dni.fields import json_object
 from dni.web.runtime import runtime
 
-MAX_URL = 2048
 # Routes that take no body (GET, OPTIONS, the demo page): room for a stray `{}`, no more.
 NO_BODY_BYTES = 4 * 1024
 
@@ -87,75 +82,7 @@ def install_body_limits(app: Flask) -> None:
 
 
 def read_json_object() -> dict[str, Any]:
-    """The body as a JSON object, whatever its content type (the snippet sends text/plain)."""
+    """The body as a JSON object, whatever its content type (the snippet sends text/plain);
+    an empty body is an empty object."""
     raw = request.get_data()
-    if not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError):
-        raise InvalidInput("request body is not valid JSON", {"body": "not JSON"}) from None
-    if not isinstance(data, dict):
-        raise InvalidInput("request body must be a JSON object", {"body": "not an object"})
-    return data
-
-
-class Fields:
-    """Pull typed fields out of a JSON object, remembering what was wrong with each."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.data = data
-        self.errors: dict[str, str] = {}
-
-    def text(
-        self,
-        name: str,
-        *,
-        max_len: int,
-        required: bool = True,
-        pattern: re.Pattern[str] | None = None,
-    ) -> str:
-        value = self.data.get(name)
-        if value is None or value == "":
-            if required:
-                self.errors[name] = "required"
-            return ""
-        if not isinstance(value, str):
-            self.errors[name] = "must be a string"
-            return ""
-        if len(value) > max_len:
-            self.errors[name] = f"longer than {max_len} characters"
-            return ""
-        problem = text_problem(value)
-        if problem is not None:
-            self.errors[name] = problem
-            return ""
-        if pattern is not None and not pattern.fullmatch(value):
-            self.errors[name] = f"must match {pattern.pattern}"
-            return ""
-        return value
-
-    def url(self, name: str, *, required: bool = True) -> str:
-        value = self.text(name, max_len=MAX_URL, required=required)
-        if not value:
-            return ""
-        try:
-            parts = urlsplit(value)
-            valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            valid = False
-        if not valid:
-            self.errors[name] = "must be an absolute http(s) URL"
-            return ""
-        return value
-
-    def boolean(self, name: str) -> bool:
-        value = self.data.get(name, False)
-        if not isinstance(value, bool):
-            self.errors[name] = "must be true or false"
-            return False
-        return value
-
-    def check(self) -> None:
-        if self.errors:
-            raise InvalidInput("invalid request", self.errors)
+    return json_object(raw) if raw.strip() else {}

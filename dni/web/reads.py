@@ -6,25 +6,23 @@ a site it may not read exists (both answer 404 `unknown site`).
 
 from __future__ import annotations
 
-import re
 from datetime import date
 
 from flask import Blueprint, Response, jsonify, request
 
 from dni.apikeys import Grant, TooManyFailures, check_key
 from dni.csvsafe import write_csv
-from dni.errors import InvalidInput, NotFound
+from dni.errors import NotFound
+from dni.fields import Fields
 from dni.reports import COLUMNS, DIMENSIONS, Period, call_report, list_calls, period
+from dni.sitefile import SITE_KEY
 from dni.sites import SiteConfig
-from dni.web.api import SITE_KEY
 from dni.web.runtime import runtime
 
 bp = Blueprint("reads", __name__)
 MAX_DAYS = 366
 # Days a period may cover: wide enough for any real call, narrow enough for every time zone.
 FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2999, 12, 31)
-DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-WHOLE = re.compile(r"[0-9]{1,10}")
 
 
 @bp.errorhandler(TooManyFailures)
@@ -39,57 +37,33 @@ def never_cache(response: Response) -> Response:
     return response
 
 
-def _day(name: str, errors: dict[str, str]) -> date | None:
-    raw = request.args.get(name, "")
-    try:
-        day = date.fromisoformat(raw) if DAY.fullmatch(raw) else None
-    except ValueError:
-        day = None
-    if day is None or not FIRST_DAY <= day <= LAST_DAY:
-        errors[name] = f"a date as YYYY-MM-DD from {FIRST_DAY} to {LAST_DAY}" if raw else "required"
-        return None
-    return day
-
-
-def _integer(name: str, default: int, low: int, high: int, errors: dict[str, str]) -> int:
-    raw = request.args.get(name)
-    if raw is None:
-        return default
-    if not WHOLE.fullmatch(raw) or not low <= int(raw) <= high:
-        errors[name] = f"a whole number from {low} to {high}"
-        return default
-    return int(raw)
-
-
-def _authorise() -> tuple[Grant, SiteConfig, Period, dict[str, str]]:
-    """Check the key, then the common query: site, from, to (days in the site's zone)."""
+def _authorise() -> tuple[Grant, SiteConfig, Period, Fields]:
+    """Check the key, then the common query: site, from, to (days in the site's zone); the
+    query's fields for the route to read the rest of."""
     rt = runtime()
     authorization = request.headers.get("Authorization")
     with rt.stores.sessions() as session:
         grant = check_key(session, rt.stores.redis, authorization, request.remote_addr or "")
-    errors: dict[str, str] = {}
-    key = request.args.get("site", "")
-    first, last = _day("from", errors), _day("to", errors)
+    query = Fields(request.args)
+    first = query.day("from", first=FIRST_DAY, last=LAST_DAY)
+    last = query.day("to", first=FIRST_DAY, last=LAST_DAY)
     if first and last and not 0 <= (last - first).days < MAX_DAYS:
-        errors["to"] = f"on or after from, at most {MAX_DAYS} days later"
-    if not SITE_KEY.fullmatch(key):
-        errors["site"] = "a site key" if key else "required"
-    if errors:
-        raise InvalidInput("invalid query", errors)
+        query.fail("to", f"must be on or after from, at most {MAX_DAYS} days later")
+    key = query.text("site", max_len=64, pattern=SITE_KEY)
+    query.check("invalid query")
     site = rt.sites.get(key)
     if site is None or not grant.allows(site.id):
         raise NotFound("unknown site", {"site": key})
     assert first is not None and last is not None
-    return grant, site, period(site, first, last), errors
+    return grant, site, period(site, first, last), query
 
 
 @bp.get("/v1/calls")
 def calls() -> Response:
-    grant, site, when, errors = _authorise()
-    limit = _integer("limit", 1000, 1, 10_000, errors)
-    offset = _integer("offset", 0, 0, 10**9, errors)
-    if errors:
-        raise InvalidInput("invalid query", errors)
+    grant, site, when, query = _authorise()
+    limit = query.integer("limit", low=1, high=10_000, default=1000, digits=True)
+    offset = query.integer("offset", low=0, high=10**9, default=0, digits=True)
+    query.check("invalid query")
     with runtime().stores.sessions() as session:
         found = list_calls(session, site, when, grant.can_see_callers, limit, offset)
     return jsonify({"calls": found})
@@ -97,15 +71,10 @@ def calls() -> Response:
 
 @bp.get("/v1/reports/calls")
 def report() -> Response:
-    _, site, when, errors = _authorise()
-    dimension = request.args.get("group_by", "")
-    if dimension not in DIMENSIONS:
-        errors["group_by"] = f"one of {', '.join(DIMENSIONS)}"
-    output = request.args.get("format", "json")
-    if output not in ("json", "csv"):
-        errors["format"] = "json or csv"
-    if errors:
-        raise InvalidInput("invalid query", errors)
+    _, site, when, query = _authorise()
+    dimension = query.one_of("group_by", DIMENSIONS)
+    output = query.one_of("format", ("json", "csv"), default="json")
+    query.check("invalid query")
     with runtime().stores.sessions() as session:
         rows = call_report(session, site, when, dimension)
     if output == "json":
