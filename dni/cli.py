@@ -406,11 +406,13 @@ def bench() -> None:
 @bench.command("visits")
 @click.option("--seconds", default=10, show_default=True, help="length of each load run")
 @click.option("--connections", default=32, show_default=True)
-def bench_visits(seconds: int, connections: int) -> None:
-    """Throughput and latency of new visits and heartbeats against a hello-world route."""
+@click.option("--sweep", is_flag=True, help="more gunicorn configurations (serving defaults)")
+def bench_visits(seconds: int, connections: int, sweep: bool) -> None:
+    """Throughput and latency of new visits and heartbeats against a hello-world route, for 2
+    sync workers and for `dni serve`'s defaults; then where one request's time goes."""
     from dni.bench.visits import run_visit_benchmark
 
-    run_visit_benchmark(seconds, connections, click.echo)
+    run_visit_benchmark(seconds, connections, click.echo, sweep)
 
 
 @bench.command("snippet")

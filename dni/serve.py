@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import gunicorn.config
 from flask import Flask
 from gunicorn.app.base import BaseApplication
 
@@ -46,7 +47,16 @@ def gunicorn_defaults(workers: int | None = None) -> dict[str, Any]:
         "limit_request_field_size": 8190,
         "on_starting": clear_metrics_folder,
         "child_exit": forget_worker_metrics,
-    }
+    } | _NO_CONTROL_SOCKET
+
+
+# gunicorn 25.1+ opens a control socket at one fixed path per user, which two dni servers on a
+# host (or a benchmark's two) would fight over; dni does not use it.
+_NO_CONTROL_SOCKET = (
+    {"control_socket_disable": True}
+    if any(s.name == "control_socket_disable" for s in gunicorn.config.KNOWN_SETTINGS)
+    else {}
+)
 
 
 def clear_metrics_folder(_server: Any) -> None:
@@ -117,11 +127,17 @@ def worker_beside(settings: Settings) -> Iterator[subprocess.Popen[bytes] | None
             worker.wait()
 
 
-def run_gunicorn(factory: Callable[[], Flask], bind: str, workers: int | None = None) -> None:
+def run_gunicorn(
+    factory: Callable[[], Flask],
+    bind: str,
+    workers: int | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> None:
     """Serve `factory`'s app, with the workers' metrics summed in the instance folder unless
-    PROMETHEUS_MULTIPROC_DIR names another (set before any worker imports prometheus_client)."""
+    PROMETHEUS_MULTIPROC_DIR names another (set before any worker imports prometheus_client).
+    `overrides` replaces gunicorn settings of the defaults (the benchmarks compare some)."""
     os.environ.setdefault(
         MULTIPROC_ENV, str(Settings.from_env().instance_path.resolve() / "metrics")
     )
-    options = gunicorn_defaults(workers) | {"bind": bind}
+    options = gunicorn_defaults(workers) | (overrides or {}) | {"bind": bind}
     GunicornApp(factory, options).run()

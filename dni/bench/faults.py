@@ -28,7 +28,7 @@ from sqlalchemy import func, select
 
 from dni.bench.faults_load import CDR_SECRET, SITE, Load, Record, Reply
 from dni.bench.stores import Scratch, private_postgres, scratch_stores
-from dni.bench.visits import _port, _wait_http
+from dni.bench.visits import free_port, wait_http
 from dni.history import FLUSH_LOCK, flush_history
 from dni.models import Call, Lease, TrackingNumber
 from dni.store import PrivateRedis, Scripts, Stores
@@ -312,10 +312,10 @@ def run_scenario(scenario: Scenario, seconds: int) -> Outcome:
     """Fresh stores and server, `seconds` of load with the scenario's fault, then the checks."""
     with _stores(scenario, seconds) as scratch, ExitStack() as stack:
         assert scratch.redis is not None
-        port = _port()
+        port = free_port()
         server = _serve(scratch, port)
         stack.callback(_stop_server, server)
-        _wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
+        wait_http(f"http://127.0.0.1:{port}/healthz", timeout=60)
         began = time.monotonic()
         samples: list[RedisStats] = []
         moments = [began, began + 0.2 * seconds, began + 0.8 * seconds]

@@ -1,7 +1,11 @@
-"""`dni bench visits`: the visit API against a hello-world Flask route, same gunicorn, one run.
+"""`dni bench visits`: new visits and heartbeats against a Flask hello-world under the same
+gunicorn, for two configurations (2 sync workers; `dni serve`'s defaults), the median of three
+wrk runs each; then where the time of one request goes, measured in process.
 
 Uses a private redis-server and a SQLite file in a temporary folder (or DNI_REDIS_URL /
-DNI_DATABASE_URL), loads a site with a 60,000-extension pool, and loads each server with wrk.
+DNI_DATABASE_URL), loads a site with a 60,000-extension pool, and runs one `dni worker` beside
+the dni server, as `dni serve` does. `--sweep` measures more gunicorn configurations, the
+figures `dni serve`'s defaults were chosen from.
 """
 
 from __future__ import annotations
@@ -17,15 +21,19 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from flask import Flask
 
 from dni.bench.stores import Scratch, scratch_stores
 
+# Heartbeats every 10 s: leases that never heartbeat (wrk's new visits) are taken back after
+# 20 s when the pool runs out, so the pool lasts however long the benchmark runs.
 BENCH_SITE = """
 [[site]]
 key = "bench"
@@ -35,6 +43,7 @@ domains = ["127.0.0.1", "localhost"]
 name = "all"
 target = "400-888-1234"
 extensions = "00000-59999"
+heartbeat_seconds = 10
 match = "*"
 """
 UA = (
@@ -64,6 +73,21 @@ request = function()
     '{"url":"http://127.0.0.1/p"}')
 end
 """
+# The two configurations the issue compares; {} is `dni serve`'s own defaults.
+CONFIGS: dict[str, dict[str, Any]] = {
+    "2 sync workers": {"worker_class": "sync", "workers": 2},
+    "dni serve defaults": {},
+}
+# `--sweep`: what `dni serve`'s defaults were chosen from (DESIGN §7: req/s and p99 at 32).
+SWEEP: dict[str, dict[str, Any]] = {
+    f"{kind} {workers}x{threads}": {"worker_class": kind, "workers": workers, "threads": threads}
+    for kind, workers, threads in (
+        ("sync", 2, 1), ("sync", 4, 1), ("sync", 8, 1),
+        ("gthread", 2, 4), ("gthread", 4, 2), ("gthread", 4, 4), ("gthread", 8, 4),
+        ("gthread", 8, 8),
+    )
+}  # fmt: skip
+RUNS = 3
 
 
 def hello_app() -> Flask:
@@ -84,7 +108,17 @@ class LoadResult:
     errors: int
 
 
-def _port() -> int:
+def median_of(results: Sequence[LoadResult]) -> LoadResult:
+    """Each figure's median over the runs."""
+    return LoadResult(
+        statistics.median(r.requests_per_second for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
+    )
+
+
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -121,7 +155,7 @@ def _parse_wrk(out: str) -> LoadResult:
     return LoadResult(rps, p50, p99, count)
 
 
-def _wait_http(url: str, timeout: float = 20) -> None:
+def wait_http(url: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -147,16 +181,35 @@ def _post(url: str, body: dict[str, str]) -> tuple[int, dict[str, object]]:
         return error.code, {}
 
 
-def _serve(which: str, port: int, env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "dni.bench.visits", which, f"127.0.0.1:{port}"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+@contextmanager
+def _running(commands: Sequence[list[str]], env: dict[str, str]) -> Iterator[None]:
+    """Run the commands meanwhile, their output in one log file of the instance folder."""
+    with (Path(env["DNI_INSTANCE_PATH"]) / "bench.log").open("ab") as log:
+        processes = [subprocess.Popen(c, env=env, stdout=log, stderr=log) for c in commands]
+        try:
+            yield
+        finally:
+            for process in processes:
+                process.terminate()
+            for process in processes:
+                process.wait()
 
 
-def run_visit_benchmark(seconds: int, connections: int, echo: Callable[[str], None]) -> None:
+def _server(which: str, port: int, options: dict[str, Any]) -> list[str]:
+    bind = f"127.0.0.1:{port}"
+    return [sys.executable, "-m", "dni.bench.visits", which, bind, json.dumps(options)]
+
+
+@dataclass(frozen=True)
+class Figures:
+    hello: LoadResult
+    visit: LoadResult
+    beat: LoadResult
+
+
+def run_visit_benchmark(
+    seconds: int, connections: int, echo: Callable[[str], None], sweep: bool = False
+) -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is not installed: apt-get install wrk")
     given = os.environ.get("DNI_REDIS_URL", ""), os.environ.get("DNI_DATABASE_URL", "")
@@ -168,60 +221,211 @@ def run_visit_benchmark(seconds: int, connections: int, echo: Callable[[str], No
             "DNI_VISIT_RATE_LIMIT": str(10**9),
             "DNI_INSTANCE_PATH": str(scratch.folder),
         }
-        hello_port, dni_port = _port(), _port()
-        servers = [_serve("hello", hello_port, env), _serve("dni", dni_port, env)]
         try:
-            _measure(scratch, f"http://127.0.0.1:{hello_port}", f"http://127.0.0.1:{dni_port}",
-                     seconds, connections, echo)  # fmt: skip
-        finally:
-            for server in servers:
-                server.terminate()
-                server.wait()
+            _run_all(scratch, env, seconds, connections, echo, SWEEP if sweep else CONFIGS)
+        except RuntimeError:
+            log = scratch.folder / "bench.log"
+            if log.exists():
+                echo("the servers' log ends:\n" + "\n".join(log.read_text().splitlines()[-30:]))
+            raise
 
 
-def _measure(
+def _run_all(
     scratch: Scratch,
-    hello_url: str,
-    dni_url: str,
+    env: dict[str, str],
     seconds: int,
     connections: int,
     echo: Callable[[str], None],
+    configs: dict[str, dict[str, Any]],
 ) -> None:
-    folder = scratch.folder
-    _wait_http(hello_url + "/")
-    _wait_http(dni_url + "/healthz")
-    visit_lua = folder / "visit.lua"
-    visit_lua.write_text(VISIT_SCRIPT % {"headers": HEADERS})
-    run_wrk(dni_url, 2, connections, visit_lua)  # warm up: pool sync, caches
-
-    visits = []
-    for i in range(500):
-        status, body = _post(
-            dni_url + "/v1/visits",
-            {"site": "bench", "visitor": f"hb-visitor-{i}", "url": "http://127.0.0.1/"},
-        )
-        if status == 200:
-            visits.append(str(body["visit"]))
-    beat_lua = folder / "heartbeat.lua"
-    listed = ",".join(f'"{v}"' for v in visits)
-    beat_lua.write_text(HEARTBEAT_SCRIPT % {"visits": listed, "headers": HEADERS})
-
-    hello = run_wrk(hello_url + "/", seconds, connections, None)
-    visit = run_wrk(dni_url, seconds, connections, visit_lua)
-    beat = run_wrk(dni_url, seconds, connections, beat_lua)
-
     cores = os.cpu_count()
-    echo(f"dni bench visits: {cores} cores, {connections} connections, {seconds} s per run,")
-    echo("gunicorn gthread workers as `dni serve` runs them, SQLite, private Redis")
-    echo(f"{'route':<14}{'req/s':>10}{'vs hello':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
-    for name, result in (("hello world", hello), ("new visit", visit), ("heartbeat", beat)):
-        ratio = result.requests_per_second / hello.requests_per_second
-        echo(
-            f"{name:<14}{result.requests_per_second:>10.0f}{ratio:>9.0%} "
-            f"{result.p50_ms:>8.2f} {result.p99_ms:>8.2f}{result.errors:>8}"
-        )
-    if scratch.redis is None:
-        return  # not ours to stop
+    load = f"wrk -t2 -c{connections}, {seconds} s per run, median of {RUNS} runs"
+    echo(f"dni bench visits: {cores} cores, {load}; one dni worker beside the server")
+    heartbeat_visits: list[str] = []
+    figures: dict[str, Figures] = {}
+    with _running([[sys.executable, "-m", "dni", "worker"]], env):
+        for n, (name, options) in enumerate(configs.items()):
+            echo(f"  measuring {name} ({n + 1}/{len(configs)}) …")
+            figures[name] = _measure_config(
+                scratch, env, options, seconds, connections, heartbeat_visits
+            )
+    _print_figures(figures, echo)
+    _print_breakdown(profile_requests(scratch, 2000), echo)
+    if scratch.redis is not None:  # ours to stop
+        port = free_port()
+        with _running([_server("dni", port, {})], env):
+            _redis_down(scratch, f"http://127.0.0.1:{port}", echo)
+
+
+def _measure_config(
+    scratch: Scratch,
+    env: dict[str, str],
+    options: dict[str, Any],
+    seconds: int,
+    connections: int,
+    heartbeat_visits: list[str],
+) -> Figures:
+    hello_port, dni_port = free_port(), free_port()
+    hello_url, dni_url = f"http://127.0.0.1:{hello_port}", f"http://127.0.0.1:{dni_port}"
+    servers = [_server("hello", hello_port, options), _server("dni", dni_port, options)]
+    with _running(servers, env):
+        wait_http(hello_url + "/")
+        wait_http(dni_url + "/healthz")
+        if not heartbeat_visits:  # once: visits that heartbeat, off probation from the start
+            heartbeat_visits += _live_visits(dni_url, 500)
+        visit_lua = scratch.folder / "visit.lua"
+        visit_lua.write_text(VISIT_SCRIPT % {"headers": HEADERS})
+        beat_lua = scratch.folder / "heartbeat.lua"
+        listed = ",".join(f'"{v}"' for v in heartbeat_visits)
+        beat_lua.write_text(HEARTBEAT_SCRIPT % {"visits": listed, "headers": HEADERS})
+        run_wrk(dni_url, 2, connections, visit_lua)  # warm up: caches, connections
+        runs: dict[str, list[LoadResult]] = {"hello": [], "visit": [], "beat": []}
+        for _ in range(RUNS):  # interleaved, so that drift hits every route alike
+            runs["hello"].append(run_wrk(hello_url + "/", seconds, connections, None))
+            runs["visit"].append(run_wrk(dni_url, seconds, connections, visit_lua))
+            runs["beat"].append(run_wrk(dni_url, seconds, connections, beat_lua))
+    return Figures(*(median_of(r) for r in runs.values()))
+
+
+def _live_visits(dni_url: str, count: int) -> list[str]:
+    visits = []
+    for i in range(count):
+        body = {"site": "bench", "visitor": f"hb-visitor-{i}", "url": "http://127.0.0.1/"}
+        status, answer = _post(dni_url + "/v1/visits", body)
+        if status == 200:
+            visit = str(answer["visit"])
+            _post(f"{dni_url}/v1/visits/{visit}/heartbeat", {"url": "http://127.0.0.1/"})
+            visits.append(visit)
+    return visits
+
+
+def _print_figures(figures: dict[str, Figures], echo: Callable[[str], None]) -> None:
+    columns = f"{'req/s':>8}{'vs hello':>9}{'p50 ms':>8}{'p99 ms':>8}{'errors':>7}"
+    echo(f"{'configuration':<22}{'route':<13}{columns}")
+    for name, f in figures.items():
+        for route, result in (
+            ("hello world", f.hello),
+            ("new visit", f.visit),
+            ("heartbeat", f.beat),
+        ):
+            ratio = result.requests_per_second / f.hello.requests_per_second
+            shown = f"{result.requests_per_second:>8.0f}{ratio:>9.2f}{result.p50_ms:>8.2f}"
+            echo(f"{name:<22}{route:<13}{shown}{result.p99_ms:>8.2f}{result.errors:>7}")
+    echo("targets (DESIGN §7): new visit >= 0.60x hello, heartbeat >= 0.80x, p99 < 25 ms")
+    for name, f in figures.items():
+        visit_ratio = f.visit.requests_per_second / f.hello.requests_per_second
+        beat_ratio = f.beat.requests_per_second / f.hello.requests_per_second
+        checks = [
+            ("new visit 0.6x", visit_ratio >= 0.6),
+            ("heartbeat 0.8x", beat_ratio >= 0.8),
+            ("new visit p99", f.visit.p99_ms < 25),
+            ("heartbeat p99", f.beat.p99_ms < 25),
+        ]
+        said = ", ".join(f"{what} {'met' if ok else 'NOT met'}" for what, ok in checks)
+        echo(f"  {name}: {said}")
+
+
+@dataclass(frozen=True)
+class Breakdown:
+    """Microseconds per request spent in each step, and in the whole request."""
+
+    route: str
+    requests: int
+    steps: dict[str, float]
+    total: float
+    lua: float  # of the Redis step: the script's own time inside Redis
+
+
+class Stopwatch:
+    """Times calls of chosen functions by wrapping them (and only while in use)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._restore: list[tuple[object, str, object]] = []
+
+    def wrap(self, owner: object, name: str, step: str) -> None:
+        original = getattr(owner, name)
+        self.spent.setdefault(step, 0.0)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            began = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.spent[step] += time.perf_counter() - began
+
+        self._restore.append((owner, name, original))
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self._restore):
+            setattr(owner, name, original)
+        self._restore.clear()
+
+
+def profile_requests(scratch: Scratch, requests: int) -> list[Breakdown]:
+    """New visits and heartbeats through the real app in this process (Flask's test client,
+    no HTTP server), with UA parsing, traffic classification, JSON and the Redis call timed."""
+    from dni import create_app, visits
+    from dni.store import Scripts
+
+    stores = {"redis_url": scratch.redis_url, "database_url": scratch.database_url}
+    app = create_app(stores | {"instance_path": scratch.folder, "visit_rate_limit": 10**9})
+    client = app.test_client()
+    headers = {"Content-Type": "text/plain", "User-Agent": UA, "Origin": "http://127.0.0.1"}
+    url = "http://127.0.0.1/p?utm_source=baidu&utm_medium=cpc&utm_term=kw"
+
+    def new_visit(i: int) -> Any:
+        body = {"site": "bench", "visitor": f"profile-{i}", "url": f"{url}{i % 50}"}
+        return client.post("/v1/visits", data=json.dumps(body), headers=headers)
+
+    ids = [new_visit(-1 - i).get_json()["visit"] for i in range(50)]
+
+    def heartbeat(i: int) -> Any:
+        body = json.dumps({"url": "http://127.0.0.1/p"})
+        return client.post(f"/v1/visits/{ids[i % 50]}/heartbeat", data=body, headers=headers)
+
+    results = []
+    for route, send in (("new visit", new_visit), ("heartbeat", heartbeat)):
+        for i in range(200):  # warm up
+            send(10**6 + i)
+        redis = app.extensions["dni"].stores.redis
+        redis.config_resetstat()
+        watch = Stopwatch()
+        watch.wrap(visits, "classify_agent", "UA parse")
+        watch.wrap(visits, "classify", "traffic classification")
+        watch.wrap(visits, "choose_numbers", "traffic classification")
+        watch.wrap(json, "dumps", "JSON")
+        watch.wrap(json, "loads", "JSON")
+        watch.wrap(Scripts, "run", "Redis (one script call)")
+        began = time.perf_counter()
+        try:
+            for i in range(requests):
+                assert send(i).status_code == 200
+        finally:
+            total = time.perf_counter() - began
+            watch.restore()
+        stats = redis.info("commandstats").get("cmdstat_evalsha", {})
+        per = 1e6 / requests
+        steps = {k: v * per for k, v in watch.spent.items()}
+        lua = float(stats.get("usec", 0)) / requests
+        results.append(Breakdown(route, requests, steps, total * per, lua))
+    return results
+
+
+def _print_breakdown(breakdowns: list[Breakdown], echo: Callable[[str], None]) -> None:
+    echo("per request, in process (Flask test client, one thread; µs and share of the request):")
+    for b in breakdowns:
+        echo(f"  {b.route} ({b.requests} requests): {b.total:.0f} µs in all")
+        rest = b.total - sum(b.steps.values())
+        for step, spent in [*b.steps.items(), ("Flask, routing, input checks, the rest", rest)]:
+            echo(f"    {step:<40}{spent:>8.0f} µs {spent / b.total:>6.1%}")
+        echo(f"      of the Redis call, Lua inside Redis   {b.lua:>8.0f} µs")
+
+
+def _redis_down(scratch: Scratch, dni_url: str, echo: Callable[[str], None]) -> None:
+    assert scratch.redis is not None
+    wait_http(dni_url + "/healthz", timeout=60)
     scratch.redis.stop()
     timings = []
     for i in range(20):
@@ -239,13 +443,14 @@ def _measure(
 
 
 def main() -> None:
-    """`python -m dni.bench.visits hello|dni HOST:PORT`: a server as `dni serve` runs it."""
+    """`python -m dni.bench.visits hello|dni HOST:PORT OPTIONS_JSON`: a server as `dni serve`
+    runs it, with these gunicorn settings replaced."""
     from dni import create_app
     from dni.serve import run_gunicorn
 
-    which, bind = sys.argv[1], sys.argv[2]
+    which, bind, options = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     sys.argv = sys.argv[:1]  # gunicorn parses argv
-    run_gunicorn(hello_app if which == "hello" else create_app, bind)
+    run_gunicorn(hello_app if which == "hello" else create_app, bind, overrides=options)
 
 
 if __name__ == "__main__":
