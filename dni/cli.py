@@ -176,6 +176,7 @@ def worker() -> None:
     write queued history from Redis to SQL, then attribute new calls. Several may run."""
     import logging
 
+    from dni.pools import adopt_legacy_pools
     from dni.worker import run_worker, stop_on_signals, work_once
 
     settings = _settings()
@@ -185,6 +186,9 @@ def worker() -> None:
         level=logging.INFO, format="%(asctime)s dni worker %(levelname)s %(message)s"
     )
     stores, regions = _stores(settings), _regions(settings)
+    adopted = adopt_legacy_pools(stores.redis, stores.scripts, stores.sessions, datetime.now(UTC))
+    if adopted:
+        click.echo(f"dni worker: {adopted} pool(s) taken over from the dni 0.1 key layout")
     stop = stop_on_signals()
     click.echo(f"dni worker: a round every {settings.flush_seconds:g} s (Ctrl-C stops)")
     run_worker(lambda: work_once(stores, regions), settings.flush_seconds, stop)

@@ -24,7 +24,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from dni.models import Lease
-from dni.sites import PoolConfig, SiteConfig
+from dni.sites import PoolConfig, SiteConfig, read_all_sites
 from dni.store import (
     POOL_KEY_NAMES,
     PoolKeys,
@@ -172,6 +172,24 @@ def adopt_legacy_pool(client: RedisClient, pool: PoolConfig) -> tuple[list[dict[
         "pool %d: adopted %d queued lease starts from the old key layout", pool.id, len(starts)
     )
     return leases, int(seq or 0)
+
+
+def adopt_legacy_pools(
+    client: RedisClient,
+    scripts: Scripts,
+    sessions: Callable[[], Session],
+    now: datetime,
+) -> int:
+    """Rebuild now every pool dni 0.1 left under `{pool:ID}` (see `adopt_legacy_pool`), so that
+    its queued lease starts reach SQL even if nobody visits it; returns how many. Run by
+    `dni worker` at start."""
+    with sessions() as session:
+        sites = read_all_sites(session)
+    adopted = 0
+    for pool in (p for site in sites for p in site.pools):
+        if client.exists(*legacy_pool_keys(pool.id)) and not client.exists(keys_of(pool).meta):
+            adopted += sync_pool_once(client, scripts, sessions, pool, now)
+    return adopted
 
 
 def sync_pool_once(

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.history import flush_history
 from dni.models import Lease
-from dni.pools import keys_of, pool_health
+from dni.pools import adopt_legacy_pools, keys_of, pool_health
 from dni.store import POOL_KEY_NAMES, legacy_pool_keys
 from dni.visits import RateLimit
 from dni.web.runtime import Runtime
@@ -61,3 +61,18 @@ def test_a_redis_without_old_keys_is_rebuilt_from_sql_alone(rt: Runtime) -> None
     flush_history(rt.stores, rt.now())
     rt.stores.redis.flushall()
     assert start_visit(rt, "visitor-newcomer", PAID).numbers != holder.numbers
+
+
+def test_the_worker_takes_over_pools_nobody_visits(
+    rt: Runtime, sessions: sessionmaker[Session]
+) -> None:
+    rt.visits.rate_limit = RateLimit(10**9, 60)
+    holder = start_visit(rt, "visitor-holder", PAID)
+    as_left_by_dni_0_1(rt)
+    stores = rt.stores
+    assert adopt_legacy_pools(stores.redis, stores.scripts, stores.sessions, rt.now()) == 1
+    assert not stores.redis.keys("dni:{pool:*")
+    flush_history(stores, rt.now())
+    with sessions() as session:
+        assert session.scalars(select(Lease.visit_id)).all() == [holder.visit]
+    assert adopt_legacy_pools(stores.redis, stores.scripts, stores.sessions, rt.now()) == 0
