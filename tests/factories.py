@@ -84,6 +84,12 @@ def start_visit(rt: Runtime, visitor: str, url: str, ip: str = "10.0.0.1") -> Vi
     return rt.visits.visit(site, data, rt.now())
 
 
+def beat(rt: Runtime, answer: VisitAnswer, when: datetime, url: str | None = None) -> VisitAnswer:
+    """A heartbeat of `answer`'s visit, through the domain call the API makes."""
+    assert answer.visit is not None, "a bot's visit has no heartbeat"
+    return rt.visits.heartbeat(rt.visits.site_of(answer.visit), answer.visit, url, when)
+
+
 def report_call(
     rt: Runtime,
     when: datetime,

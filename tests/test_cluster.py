@@ -18,7 +18,7 @@ from dni.store import PoolKeys, SiteKeys
 from dni.visits import RateLimit, VisitAnswer
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
-from tests.factories import load_toml, shop_toml, start_visit
+from tests.factories import beat, load_toml, shop_toml, start_visit
 from tests.servers import RedisCluster
 
 
@@ -91,14 +91,13 @@ def test_visits_lease_renew_and_flush_on_a_cluster(
 
     first = everyone[0]
     clock.advance(120)
-    beat = cluster_rt.visits.heartbeat(
-        cluster_rt.visits.site_of(first.visit), first.visit, "https://shop.example.cn/cart", clock()
-    )
-    assert beat.numbers == first.numbers
+    assert beat(cluster_rt, first, clock(), "https://shop.example.cn/cart").numbers == first.numbers
     assert flush_history(cluster_rt.stores).visits >= 1
     client = cluster_rt.stores.redis
     assert isinstance(client, ClusterClient)
-    site_slot = client.keyslot(SiteKeys(cluster_rt.visits.site_of(first.visit).id).prefix)
+    shop = cluster_rt.sites.get("shop")
+    assert shop is not None
+    site_slot = client.keyslot(SiteKeys(shop.id).prefix)
     written = list(client.scan_iter(match="dni:*", count=1000))
     assert {client.keyslot(k) for k in written if b"{site:" in k} == {site_slot}
     assert not [k for k in written if b"{pool:" in k]  # nothing in the old layout

@@ -4,6 +4,7 @@ watermark that says how far it got."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -45,9 +46,9 @@ def test_flushing_twice_stores_once(rt: Runtime, sessions: sessionmaker[Session]
 def test_a_replayed_batch_is_ignored(rt: Runtime, sessions: sessionmaker[Session]) -> None:
     start_visit(rt, "visitor-replay", PAID)
     key = SiteKeys(shop_id(rt)).rows
-    queued = rt.stores.redis.hgetall(key)
+    queued: dict[Any, Any] = rt.stores.redis.hgetall(key)
     flush_history(rt.stores, rt.now())
-    rt.stores.redis.hset(key, mapping=queued)  # as if a flusher died after commit, before HDEL
+    rt.stores.redis.hset(key, mapping=queued)  # as if a flush died after commit, before HDEL
     flush_history(rt.stores, rt.now())
     assert count(sessions, Visit) == 1
 

@@ -29,7 +29,7 @@ def routed(app: Flask) -> dict[str, set[str]]:
         if rule.endpoint in UNDESCRIBED:
             continue
         methods = set(rule.methods or ()) - {"HEAD"}
-        if rule.provide_automatic_options:
+        if getattr(rule, "provide_automatic_options", False):  # set by Flask, not typed
             methods.discard("OPTIONS")
         path = re.sub(r"<(?:[^:>]+:)?([^>]+)>", r"{\1}", rule.rule)
         found.setdefault(path, set()).update(m.lower() for m in methods)

@@ -23,7 +23,7 @@ from dni.visits import RateLimit, VisitAnswer, VisitInput, Visits
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
 from tests.factories import DESKTOP_UA as UA
-from tests.factories import load_toml, shop_toml, start_visit
+from tests.factories import beat, load_toml, shop_toml, start_visit
 from tests.servers import RedisServer
 
 PAID_URL = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc"
@@ -55,7 +55,7 @@ def test_never_one_number_to_two_live_visits_across_threads(rt: Runtime) -> None
         answers = list(pool.map(lambda i: start(rt, f"visitor-{i:04d}"), range(40)))
     numbers = [paid_number(a) for a in answers if a.numbers]
     assert len(numbers) == 3
-    assert sorted(numbers) == ["+864001000001", "+864001000002", "+864001000003"]
+    assert sorted(n for n in numbers if n) == ["+864001000001", "+864001000002", "+864001000003"]
 
 
 def _lease_in_process(redis_url: str, database_url: str, offset: int, out: Any) -> None:
@@ -111,9 +111,9 @@ def test_least_recently_released_number_is_reused_first(rt: Runtime, clock: Cloc
         "+864001000003",
     ]
     clock.advance(600)
-    rt.visits.heartbeat(rt.visits.site_of(c.visit), c.visit, None, clock())
+    beat(rt, c, clock())
     clock.advance(600)
-    rt.visits.heartbeat(rt.visits.site_of(b.visit), b.visit, None, clock())
+    beat(rt, b, clock())
     clock.advance(1900)  # all three have expired: a first, then c, then b
     later = [paid_number(start(rt, f"visitor-{n}111")) for n in "def"]
     assert later == ["+864001000001", "+864001000003", "+864001000002"]
@@ -146,9 +146,7 @@ def test_share_overflow_reuses_least_recently_active_and_marks_it(
     for n in range(2):
         start(rt, f"visitor-{n}ccc")
     clock.advance(60)
-    rt.visits.heartbeat(
-        rt.visits.site_of(first.visit), first.visit, None, clock()
-    )  # now the first is the most recently active
+    beat(rt, first, clock())  # now the first is the most recently active
     shared = start(rt, "visitor-sharer")
     assert paid_number(shared) == "+864001000002"
     flush_history(rt.stores)
@@ -165,7 +163,7 @@ def test_retired_number_is_never_leased_again(rt: Runtime, sessions: sessionmake
     assert paid_number(holder) == "+864001000001"
     report = load_toml(sessions, shop_toml(paid=["400-100-0002", "400-100-0003"]))
     assert report.numbers_retired == 1
-    moved = rt.visits.heartbeat(rt.visits.site_of(holder.visit), holder.visit, None, rt.now())
+    moved = beat(rt, holder, rt.now())
     assert paid_number(moved) == "+864001000002"
     others = {paid_number(start(rt, f"visitor-{n}ddd")) for n in range(3)}
     assert "+864001000001" not in others
@@ -199,6 +197,7 @@ def test_persistent_redis_keeps_unflushed_history_across_a_restart(
     server = RedisServer(tmp_path / "aof", persist=True)
     server.start()
     try:
+        assert isinstance(rt.stores.redis, Redis)
         rt.stores.redis.connection_pool.disconnect()
         rt.stores.redis.connection_pool.connection_kwargs["path"] = str(server.socket)
         holder = start(rt, "visitor-holder")

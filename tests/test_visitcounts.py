@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -33,9 +34,9 @@ def test_a_visit_counts_once_per_dimension_on_its_local_day(
     start_visit(rt, "visitor-a", PAID)
     start_visit(rt, "visitor-b", "https://shop.example.cn/flowers?gclid=abc")
     key = SiteKeys(rt.sites.get("shop").id).rows  # type: ignore[union-attr]
-    queued = rt.stores.redis.hgetall(key)
+    queued: dict[Any, Any] = rt.stores.redis.hgetall(key)
     flush_history(rt.stores, clock.now)
-    rt.stores.redis.hset(key, mapping=queued)  # as if a flusher died after commit, before HDEL
+    rt.stores.redis.hset(key, mapping=queued)  # as if a flush died after commit, before HDEL
     flush_history(rt.stores, clock.now)
     day = date(2026, 11, 3)
     assert counts(sessions) == {
