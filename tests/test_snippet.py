@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Request as BrowserRequest
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
@@ -195,6 +196,22 @@ def test_single_page_navigation_is_reported_with_the_new_url(
         page.click("#route")
     assert beat.value.post_data_json == {"url": shop + "/checkout"}
     page.wait_for_function("document.getElementById('spa').textContent.includes('400-100-0001')")
+
+
+def test_replace_state_navigation_is_reported_once_with_the_new_url(
+    context: BrowserContext, shop: str
+) -> None:
+    page, _ = open_page(context, shop + "/" + PAID)
+    swapped(page)
+    # Once the page's own popup is in, nothing changes the DOM: only the history hook can notice.
+    page.wait_for_function("document.getElementById('popup')?.textContent.includes('0001')")
+    beats: list[Any] = []
+    page.on("request", lambda r: beats.append(r.post_data_json) if "/heartbeat" in r.url else None)
+    with page.expect_request(lambda r: "/heartbeat" in r.url):
+        page.evaluate("history.replaceState({}, '', '/checkout?step=2')")
+    page.evaluate("history.replaceState({scrolled: 1}, '')")  # same URL: not a navigation
+    page.wait_for_timeout(300)
+    assert beats == [{"url": shop + "/checkout?step=2"}]
 
 
 def test_loading_the_script_twice_changes_nothing_twice(context: BrowserContext, shop: str) -> None:
@@ -412,12 +429,12 @@ def test_visitor_id_falls_back_to_storage_when_cookies_are_refused(
         "Object.defineProperty(Document.prototype, 'cookie', {get: () => '', set: () => {}})"
     )
     visitors: list[str] = []
-    context.on(
-        "request",
-        lambda r: (
-            visitors.append(r.post_data_json["visitor"]) if r.url.endswith("/v1/visits") else None
-        ),
-    )
+
+    def record_visitor(request: BrowserRequest) -> None:
+        if request.url.endswith("/v1/visits"):
+            visitors.append((request.post_data_json or {}).get("visitor", ""))
+
+    context.on("request", record_visitor)
     try:
         page, errors = open_page(context, shop + "/")
         swapped(page)

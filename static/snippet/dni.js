@@ -3,353 +3,453 @@
  * Optional: data-api (API origin, default: this script's), data-consent="required" (wait for
  * DNI.consent()). Mark elements with data-dni-noswap to leave them alone, with data-dni-swap to
  * also swap their alt/title/aria-label/href/content attributes.
- * It never throws into the page: on any failure the shop's own numbers stay or come back. */
+ * It never throws into the page: on any failure the shop's own numbers stay or come back.
+ *
+ * Sections, in order: configuration · state · how shops print numbers (the patterns) ·
+ * matching and rewriting text (no DOM: unit-tested in Node, static/snippet/test/) · swapping
+ * the page · watching it · the visitor id · the API · start-up · window.DNI. */
+/* global DNI_TEST */
 (function (w, d) {
-  if (w.DNI) return;
-  var script = d.currentScript || {};
-  var cfg = script.dataset || {};
-  var api = (cfg.api || new URL(script.src || location.href).origin).replace(/\/$/, '');
-  var SKIP = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|INPUT|SELECT|HEAD|TITLE)$/;
-  var INLINE = /^(A|B|I|U|S|Q|EM|SUB|SUP|SPAN|FONT|MARK|ABBR|CODE|TIME|LABEL|SMALL|STRONG)$/;
-  // On text made ASCII: the separators printed between digits, and what may follow a number:
-  // the shop's own extension ("转 8015", "ext. 8015", "x8015", "-8015"; in a tel: link ",,8015",
-  // ";ext=8015"), hours ("(9:00-18:00)", " 8:00"), another number after a space, or anything
-  // but more digits and letters. Before it: anything but digits (or a space), letters, "+" and
-  // another country's code ("+1 ").
-  var SEP = '[\\s\\-.·\u2010-\u2015()]';
-  var EXT = /^(\s*(转|分机|ext\.?|x)\s*|-|,+|;ext=)\d{1,6}(?!\w)/i;
-  var END = RegExp('^[\\s(]*\\d\\d?:|^\\s+\\+?\\d(\\d|' + SEP + '{1,2}(?=\\d)){6}|^(?!' + SEP + '{0,2}\\d|[a-z])', 'i');
-  var START = RegExp('(\\d[-.·\u2010-\u2015()]{0,2}|[\\w+]|\\+\\d+\\s)$');
-  var ATTRS = ['alt', 'title', 'aria-label', 'href', 'content'];
-  var TEL = 'a[href^="tel:" i]';
-  var SEL = TEL + ',[data-dni-swap]';
-  var KEY = '_dni';
-  var visit = null;
-  var numbers = [];
-  var url = '';
-  var patterns = [];  // for each number: [RegExp of its target, length of its country code]
-  var original = new Map();  // node -> text or {attr: value} before we touched it
-  var listeners = [];
-  var timer = 0;
-  var observer = null;
-  var started = false;
-  var local = null;
-  try { local = w.localStorage; } catch (e) { /* storage refused: cookies only */ }
-  var FOR_A_YEAR = '; path=/; max-age=31536000; SameSite=Lax';
+  if (w.DNI) return;  // loaded twice: the first copy does the work
 
-  function safe(fn) {
+  // The page comes first: anything we run from its events or timers never throws.
+  function guarded(fn) {
     return function () {
-      try { return fn.apply(this, arguments); } catch (e) { /* the page comes first */ }
+      try { return fn.apply(this, arguments); } catch (e) { /* leave the page as it is */ }
     };
   }
 
+  // ---- Configuration: only the data- attributes of our own <script> tag.
+
+  const script = d.currentScript || {};
+  const config = script.dataset || {};
+  const apiOrigin = (config.api || new URL(script.src || location.href).origin).replace(/\/$/, '');
+  // Kept on this browser: '_dni' the visit and its numbers, for the next page (localStorage);
+  // '_dni_v' the visitor id and '_dni_optout' (cookie and localStorage).
+  const FOR_A_YEAR = '; path=/; max-age=31536000; SameSite=Lax';
+
+  // ---- State.
+
+  let started = false;  // begun: not waiting for consent, not opted out
+  let visit;  // the visit's id, once the API has answered
+  let numbers = [];  // leased to the visit: [{target, number, extension}], as the API gave them
+  let matchers = [];  // one per number (matcherFor)
+  let observer;  // the MutationObserver, once there are numbers
+  let reportedUrl = '';  // the URL the API last heard of
+  let heartbeatTimer = 0;
+  let storage;
+  const originals = new Map();  // node -> its text, or {attribute: value}, before we touched it
+  const swapListeners = [];  // DNI.onSwap
+  try { storage = w.localStorage; } catch (e) { /* storage refused: cookies only */ }
+
+  // ---- How shops print numbers. Patterns run on text made ASCII (toAscii), whose positions
+  // are those of the original.
+
+  // Between two digits, up to two SEPARATORS: space, hyphen, dot, middle dot, the dashes
+  // U+2010-U+2015 and brackets ("400-888-1234", "(010) 5129", "+44 (0)20").
+  const SEPARATOR = '[\\s\\-.·\u2010-\u2015()]';
+  const SEPARATORS = SEPARATOR + '{0,2}';
+  // Right after a number, the shop's own extension: kept as written.
+  const EXTENSION = new RegExp(
+    '^(\\s*(转|分机|ext\\.?|x)\\s*' +  // "转 8015", "分机 8015", "ext. 22", "x22"
+    '|-' +  // "-8015"
+    '|,+|;ext=' +  // in a tel: link: ",,8015", ";ext=8015"
+    ')\\d{1,6}(?!\\w)', 'i');
+  // Otherwise a number ends at one of these, or it is part of something longer.
+  const NUMBER_END = new RegExp(
+    '^([\\s(]*\\d\\d?:' +  // service hours: "(9:00-18:00)", " 8:00-18:00"
+    '|\\s+\\+?\\d(\\d|' + SEPARATOR + '{1,2}(?=\\d)){6}' +  // another number after a space
+    '|(?!' + SEPARATORS + '\\d|[a-z]))', 'i');  // anything but more digits or letters
+  // Just before a number, any of these makes it part of something else. A digit followed by a
+  // space may end another number ("010-62011365 400-680-8666").
+  const NOT_A_START = new RegExp(
+    '(\\d[\\-.·\u2010-\u2015()]{0,2}' +  // more digits: "1400-888-1234", "4008-881-…"
+    '|[\\w+]' +  // a letter or "+": part of a code or a licence
+    '|\\+\\d+\\s)$');  // another country's code: "+1 400 888 1234"
+  // Country calling codes by their first digits (ITU-T E.164 zones); any other is three digits.
+  const COUNTRY_CODE = /^(1|7|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/;
+  const TRUNK_PREFIX = { 1: 1, 7: 8 };  // North America, Russia; elsewhere 0
+  const WIDE_OFFSET = 0xfee0;  // from "!" to "！": full-width forms of ASCII
+
+  // ---- Matching and rewriting text: no DOM, they depend only on their arguments and on
+  // `matchers`.
+
   // Full-width digits, letters and punctuation (４００－８８８, （０１０）, ＋８６) as ASCII, one
   // character for one, so that positions carry over to the original.
-  function ascii(text) {
-    return text.replace(/[\uff01-\uff5e]/g, function (c) { return shift(c, -65248); });
+  function toAscii(text) {
+    return text.replace(/[\uff01-\uff5e]/g, (c) => shiftChar(c, -WIDE_OFFSET));
   }
 
-  function shift(c, by) {
+  function shiftChar(c, by) {
     return String.fromCharCode(c.charCodeAt(0) + by);
   }
 
-  function digits(text) {
+  function digitsOf(text) {
     return text.replace(/\D/g, '');
   }
 
-  // A target number as printed, as a pattern: +CC, 00CC, the country's trunk prefix (1 in North
-  // America, 8 in Russia, else 0: 010-…, 020 7946 …, also "+44 (0)20 …") or nothing, then the
-  // national number, with separators between any two digits. The country code decides where
-  // the national number starts.
-  function pattern(e164) {
-    var all = digits(e164);
-    var cc = (all.match(/^(1|7|2[07]|3[0-469]|4[013-9]|5[1-8]|6[0-6]|8[1246]|9[0-58])/) || [all.slice(0, 3)])[0];
-    var s = SEP + '{0,2}';
-    return [RegExp('(\\+' + cc + s + '|00' + cc + s + '|' + ({ 1: 1, 7: 8 }[cc] || 0) + s + '|)' +
-      all.slice(cc.length).split('').join(s), 'g'), cc.length];
+  // A leased number ({target, number, extension} from the API) as a matcher [pattern,
+  // countryLength, leased]. The pattern finds its target as printed: +CC, 00CC, the country's
+  // trunk prefix (010-…, 020 7946 …, "+44 (0)20 …") or nothing, the one group, then the national
+  // number with separators between any two digits. The country code decides where that starts.
+  function matcherFor(leased) {
+    const all = digitsOf(leased.target);
+    const country = (all.match(COUNTRY_CODE) || [all.slice(0, 3)])[0];
+    const prefixes = ['\\+' + country, '00' + country, TRUNK_PREFIX[country] || 0];
+    const national = all.slice(country.length).split('').join(SEPARATORS);
+    const pattern = new RegExp(
+      '(' + prefixes.join(SEPARATORS + '|') + SEPARATORS + '|)' + national, 'g');
+    return [pattern, country.length, leased];
   }
 
-  // Where `text` names a target number: [{s, e, r, n}]: r is the tracking number `n` in the
-  // original's own shape, or '' to leave it alone (a slot's extension cannot replace the
-  // shop's).
-  function find(text) {
-    var found = [];
-    var plain = ascii(text);
-    numbers.forEach(function (n, i) {
-      var p = patterns[i];
-      plain.replace(p[0], function (match, prefix, s) {
-        var e = s + match.length;
-        var rest = plain.slice(e);
-        var own = EXT.test(rest);
-        if (START.test(plain.slice(0, s)) || !(own || END.test(rest))) return;
-        var write = digits(prefix) + digits(n.number).slice(p[1]);
-        var k = 0;
-        found.push({
-          s: s,
-          e: e,
-          r: n.extension && own ? '' : text.slice(s, e).replace(/[0-9０-９]/g, function (c) {
-            var ch = write.charAt(k++);
-            return ch && c > '9' ? shift(ch, 65248) : ch;
-          }) + write.slice(k),
-          n: n
-        });
+  // Where `text` names a target: hits [start, end, shaped, leased], `shaped` being the tracking
+  // number in the original's own shape, or '' to leave it alone (an extension slot cannot
+  // replace the shop's own extension).
+  function findNumbers(text) {
+    const hits = [];
+    const plain = toAscii(text);
+    matchers.forEach(([pattern, countryLength, leased]) => {
+      plain.replace(pattern, (match, prefix, start) => {  // replace() as a loop over matches
+        const end = start + match.length;
+        const after = plain.slice(end);
+        const ownExtension = EXTENSION.test(after);
+        if (NOT_A_START.test(plain.slice(0, start)) || !(ownExtension || NUMBER_END.test(after))) {
+          return;
+        }
+        // The original's own prefix, then the tracking number's national digits, written
+        // over the original's digits one by one (full-width stays full-width).
+        const written = digitsOf(prefix) + digitsOf(leased.number).slice(countryLength);
+        let next = 0;
+        const shaped = text.slice(start, end).replace(/[0-9０-９]/g, (c) => {
+          const digit = written.charAt(next++);
+          return digit && c > '9' ? shiftChar(digit, WIDE_OFFSET) : digit;
+        }) + written.slice(next);
+        hits.push([start, end, leased.extension && ownExtension ? '' : shaped, leased]);
       });
     });
-    return found;
+    return hits;
   }
 
-  // `text` with each hit written in: char by char, any growth after a hit's last character; a
-  // slot's extension shown as " 转 8015" (" ext. 8015" outside China) or, in a tel: link, ",,8015".
-  // Returns the characters as an array (one entry per original character), or null.
-  function spread(text, tel) {
-    var hits = find(text).filter(function (m) { return m.r; });
+  // `text` with each number written in, as an array of one entry per original character (a
+  // longer number grows its last entry), or null if nothing changes. An extension slot is shown
+  // as " 转 8015" (" ext. 8015" outside China) or, in a tel: link, dialled as ",,8015".
+  function rewrite(text, inLink) {
+    const hits = findNumbers(text).filter((hit) => hit[2]);  // those with a shape
     if (!hits.length) return null;
-    var out = text.split('');
-    hits.forEach(function (m) {
-      var x = m.n.extension;
-      var r = m.r + (x ? (tel ? ',,' : /^\+86/.test(m.n.target) ? ' 转 ' : ' ext. ') + x : '');
-      for (var j = m.s; j < m.e; j++) out[j] = r.charAt(j - m.s);
-      out[m.e - 1] += r.slice(m.e - m.s);
+    const chars = text.split('');
+    hits.forEach(([start, end, shaped, leased]) => {
+      const slot = leased.extension;
+      const marker = inLink ? ',,' : /^\+86/.test(leased.target) ? ' 转 ' : ' ext. ';
+      const full = shaped + (slot ? marker + slot : '');
+      for (let i = start; i < end; i++) chars[i] = full.charAt(i - start);
+      chars[end - 1] += full.slice(end - start);
     });
-    return out;
-  }
-
-  function remember(node, attr, value) {
-    var saved = original.get(node) || (attr ? {} : value);
-    if (attr && !(attr in saved)) saved[attr] = value;
-    original.set(node, saved);
-  }
-
-  // Text nodes of one block, in order, so that <b>400</b>-888-<i>1234</i> is one number.
-  function swapBlock(nodes) {
-    var out = spread(nodes.map(function (n) { return n.nodeValue; }).join(''));
-    if (!out) return;
-    var pos = 0;
-    nodes.forEach(function (node) {
-      var v = node.nodeValue;
-      var next = out.slice(pos, pos += v.length).join('');
-      if (next !== v) { remember(node, null, v); node.nodeValue = next; }
-    });
+    return chars;
   }
 
   // A tel: link dials the tracking number in the href's own shape, followed by the shop's own
   // extension if it has one.
-  function dial(v) {
-    var body = v.slice(4);
+  function rewriteTel(href) {
+    let body = href.slice(4);
     try { body = decodeURIComponent(body); } catch (e) { /* keep it as written */ }
-    var out = spread(body, 1);
-    return out ? v.slice(0, 4) + out.join('') : v;
+    const chars = rewrite(body, true);
+    return chars ? href.slice(0, 4) + chars.join('') : href;
   }
 
-  function swapAttrs(el) {
-    ATTRS.forEach(function (name) {
-      var v = el.getAttribute(name);
-      if (!v) return;
-      var out = /^tel:/i.test(v) ? dial(v) : (spread(v) || [v]).join('');
-      if (out !== v) { remember(el, name, v); el.setAttribute(name, out); }
-    });
+  // Cookie domain attributes to try, shortest first: the first the browser accepts is the
+  // registrable domain (never a public suffix such as com.cn); '' means this host only.
+  function cookieDomains(hostname) {
+    const labels = hostname.split('.');
+    // For shop.example.com.cn: com.cn, example.com.cn, shop.example.com.cn, then ''.
+    return labels.slice(1).map((_, i) => '; domain=' + labels.slice(-2 - i).join('.')).concat('');
   }
 
-  function texts(root, fn) {
-    var walker = d.createTreeWalker(root, 4);
-    for (var t = walker.nextNode(); t; t = walker.nextNode()) fn(t);
+  // ---- Swapping the page: text nodes and attributes only, each original kept to restore it.
+
+  const LEFT_ALONE = /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|INPUT|SELECT|HEAD|TITLE)$/;
+  const INLINE = /^(A|B|I|U|S|Q|EM|SUB|SUP|SPAN|FONT|MARK|ABBR|CODE|TIME|LABEL|SMALL|STRONG)$/;
+  const TEL_LINK = 'a[href^="tel:" i]';
+  const WITH_ATTRIBUTES = TEL_LINK + ',[data-dni-swap]';
+  const SWAPPED_ATTRIBUTES = ['alt', 'title', 'aria-label', 'href', 'content'];
+
+  function remember(node, attribute, value) {
+    const saved = originals.get(node) || (attribute ? {} : value);
+    if (attribute && !(attribute in saved)) saved[attribute] = value;
+    originals.set(node, saved);
   }
 
-  // A tel: link and its own text always name the same number: undo whichever changed alone.
-  function agree(a) {
-    var saved = original.get(a) || {};
-    var text = find(a.textContent).length;
-    var href = find(a.getAttribute('href').slice(4)).length;
-    if (text && !href && saved.href) { a.setAttribute('href', saved.href); delete saved.href; }
-    if (href && !text) {
-      texts(block(a), function (t) {
-        if (original.has(t)) unswap(original.get(t), t);
-      });
-    }
+  function restoreNode(saved, node) {
+    if (typeof saved === 'string') node.nodeValue = saved;
+    else for (const name in saved) node.setAttribute(name, saved[name]);
+    originals.delete(node);
+  }
+
+  function restoreAll() {
+    originals.forEach(restoreNode);
+  }
+
+  function eachTextNode(root, fn) {
+    const walker = d.createTreeWalker(root, 4);  // NodeFilter.SHOW_TEXT
+    let node;
+    while ((node = walker.nextNode())) fn(node);
   }
 
   // Attribute checks only: isContentEditable would make the browser compute styles.
-  function off(el) {
-    var edit = el.getAttribute('contenteditable');
-    return SKIP.test(el.nodeName) || el.hasAttribute('data-dni-noswap') || (edit !== null && edit !== 'false');
+  function isLeftAlone(el) {
+    const editable = el.getAttribute('contenteditable');
+    return LEFT_ALONE.test(el.nodeName) || el.hasAttribute('data-dni-noswap') ||
+      (editable !== null && editable !== 'false');
   }
 
-  function skipped(el) {
-    for (; el && el.nodeType === 1; el = el.parentNode) if (off(el)) return true;
+  function insideLeftAlone(el) {
+    for (; el && el.nodeType === 1; el = el.parentNode) if (isLeftAlone(el)) return true;
     return false;
   }
 
-  function block(node) {
-    var el = node.nodeType === 1 ? node : node.parentNode;
+  // The nearest element that is not inline: its text is read as one string.
+  function blockOf(node) {
+    let el = node.nodeType === 1 ? node : node.parentNode;
     while (el && el.parentNode && el.nodeType === 1 && INLINE.test(el.nodeName)) el = el.parentNode;
     return el;
   }
 
+  // The text nodes of one block, in order, so that <b>400</b>-888-<i>1234</i> is one number.
+  function swapBlockText(nodes) {
+    const chars = rewrite(nodes.map((node) => node.nodeValue).join(''));
+    if (!chars) return;
+    let position = 0;
+    nodes.forEach((node) => {
+      const before = node.nodeValue;
+      const after = chars.slice(position, position += before.length).join('');
+      if (after !== before) { remember(node, null, before); node.nodeValue = after; }
+    });
+  }
+
+  function swapAttributes(el) {
+    SWAPPED_ATTRIBUTES.forEach((name) => {
+      const before = el.getAttribute(name);
+      if (!before) return;
+      const after = /^tel:/i.test(before) ? rewriteTel(before) :
+        (rewrite(before) || [before]).join('');
+      if (after !== before) { remember(el, name, before); el.setAttribute(name, after); }
+    });
+  }
+
+  // A tel: link and its own text always name the same number: once both had their turn, undo
+  // whichever changed alone (the other still names the shop's number).
+  function keepLinkAndTextAgreed(link) {
+    const saved = originals.get(link) || {};
+    const textKeptTarget = findNumbers(link.textContent).length;
+    const hrefKeptTarget = findNumbers(link.getAttribute('href').slice(4)).length;
+    if (textKeptTarget && !hrefKeptTarget && saved.href) {
+      link.setAttribute('href', saved.href);
+      delete saved.href;
+    }
+    if (hrefKeptTarget && !textKeptTarget) {
+      eachTextNode(blockOf(link), (node) => {
+        if (originals.has(node)) restoreNode(originals.get(node), node);
+      });
+    }
+  }
+
   // Native walks only (a JS filter per node costs more than the rest of the scan): find the
   // blocks holding digits, then swap each block's text as one string.
-  function scan(root) {
-    var top = root && block(root);
-    if (!numbers.length || !top || skipped(top)) return;
-    var blocks = new Set();
-    texts(top, function (n) {
-      if (/[0-9０-９]/.test(n.nodeValue)) blocks.add(block(n));
+  function swapWithin(root) {
+    const top = root && blockOf(root);
+    if (!numbers.length || !top || insideLeftAlone(top)) return;
+    const blocks = new Set();
+    eachTextNode(top, (node) => {
+      if (/[0-9０-９]/.test(node.nodeValue)) blocks.add(blockOf(node));
     });
-    blocks.forEach(function (b) {
-      if (!find(b.textContent).length || skipped(b)) return;  // cheap test first
-      var group = [];
-      texts(b, function (t) {
-        if (block(t) === b && !skipped(t.parentNode)) group.push(t);
+    blocks.forEach((block) => {
+      // Cheap checks before collecting its text nodes.
+      if (!findNumbers(block.textContent).length || insideLeftAlone(block)) return;
+      const group = [];
+      eachTextNode(block, (node) => {
+        if (blockOf(node) === block && !insideLeftAlone(node.parentNode)) group.push(node);
       });
-      swapBlock(group);
+      swapBlockText(group);
     });
-    [top, ...top.querySelectorAll(SEL)].forEach(function (el) {
-      if (!el.matches(SEL) || skipped(el)) return;
-      swapAttrs(el);
-      if (el.matches(TEL)) agree(el);
+    [top, ...top.querySelectorAll(WITH_ATTRIBUTES)].forEach((el) => {
+      if (!el.matches(WITH_ATTRIBUTES) || insideLeftAlone(el)) return;
+      swapAttributes(el);
+      if (el.matches(TEL_LINK)) keepLinkAndTextAgreed(el);
     });
   }
 
-  function unswap(value, node) {
-    if (typeof value === 'string') node.nodeValue = value;
-    else for (var name in value) node.setAttribute(name, value[name]);
-    original.delete(node);
-  }
-
-  function restore() {
-    original.forEach(unswap);
-  }
-
-  function apply(list) {
+  // Show `list` (restoring the page first), unless it is already shown.
+  function show(list) {
     list = list || [];
-    if (JSON.stringify(list) === JSON.stringify(numbers) && original.size) return;
-    pause();
-    restore();
+    if (JSON.stringify(list) === JSON.stringify(numbers) && originals.size) return;
+    stopWatching();
+    restoreAll();
     numbers = list;
-    patterns = list.map(function (n) { return pattern(n.target); });
-    scan(d.body || d.documentElement);
+    matchers = list.map(matcherFor);
+    swapWithin(d.body || d.documentElement);
     watch();
-    if (numbers.length) listeners.forEach(function (fn) { safe(fn)(numbers.slice()); });
+    swapListeners.forEach(notify);
   }
 
-  function pause() { if (observer) observer.disconnect(); }
+  function notify(listener) {
+    if (numbers.length) guarded(listener)(numbers.slice());
+  }
+
+  // ---- Watching the page: content added or changed later, and URL changes that come with it.
+
+  function stopWatching() {
+    if (observer) observer.disconnect();
+  }
 
   function watch() {
     if (!numbers.length) return;
-    observer = observer || new MutationObserver(safe(function (records) {
-      pause();  // our own edits must not come back to us
-      records.forEach(function (r) {
-        if (r.type === 'characterData') scan(r.target);
-        for (var j = 0; j < r.addedNodes.length; j++) scan(r.addedNodes[j]);
+    observer = observer || new MutationObserver(guarded((records) => {
+      stopWatching();  // our own edits must not come back to us
+      records.forEach((record) => {
+        if (record.type === 'characterData') swapWithin(record.target);
+        record.addedNodes.forEach(swapWithin);
       });
       watch();
-      if (location.href !== url) beat();
+      followNavigation();
     }));
     observer.observe(d.documentElement, { childList: true, subtree: true, characterData: true });
   }
 
+  // ---- The visitor id: a first-party cookie on the registrable domain, also in localStorage.
+
   function visitorId() {
-    var found = d.cookie.match(/(?:^|; )_dni_v=([\w.-]{8,64})/);
-    var id = (found && found[1]) || (local && local.getItem('_dni_v')) ||
+    const cookie = d.cookie.match(/(?:^|; )_dni_v=([\w.-]{8,64})/);
+    const id = (cookie && cookie[1]) || (storage && storage.getItem('_dni_v')) ||
       'v' + Math.random().toString(36).slice(2) + Date.now().toString(36);
-    var labels = location.hostname.split('.');
-    // The shortest parent domain that accepts a cookie is the registrable one: never com.cn.
-    for (var i = labels.length - 2; i >= -1; i--) {
-      var domain = i < 0 ? '' : '; domain=' + labels.slice(i).join('.');
+    cookieDomains(location.hostname).some((domain) => {
       d.cookie = '_dni_v=' + id + FOR_A_YEAR + domain;
-      if (d.cookie.indexOf('_dni_v=' + id) >= 0) break;
-    }
-    if (local) local.setItem('_dni_v', id);
+      return d.cookie.includes('_dni_v=' + id);
+    });
+    if (storage) storage.setItem('_dni_v', id);
     return id;
   }
 
+  function optedOut() {
+    return /(?:^|; )_dni_optout=1/.test(d.cookie) ||
+      (storage && storage.getItem('_dni_optout') === '1');
+  }
+
+  // ---- The API: text/plain JSON bodies (no CORS preflight); any failure restores the page.
+
   function send(path, body) {
     // Same-origin credentials only (the default): the API never sees the shop's cookies.
-    var ctl = new AbortController();
-    setTimeout(function () { ctl.abort(); }, 5000);  // a no-op once the answer is in
-    return fetch(api + path, { method: 'POST', body: JSON.stringify(body), keepalive: true, signal: ctl.signal })
-      .then(function (r) {
-        if (r.status === 404 && visit) { visit = null; return start(); }
-        if (!r.ok) throw r.status;
-        return r.json().then(answer);
-      })
-      .catch(fail);
+    const abort = new AbortController();
+    setTimeout(() => abort.abort(), 5000);  // a no-op once the answer is in
+    return fetch(apiOrigin + path, {
+      method: 'POST', body: JSON.stringify(body), keepalive: true, signal: abort.signal,
+    }).then((response) => {
+      if (response.status === 404 && visit) { visit = null; return startVisit(); }  // visit expired
+      if (!response.ok) throw response.status;
+      return response.json().then(receive);
+    }).catch(stop);
   }
 
-  function answer(body) {
-    visit = body.visit;
-    url = location.href;
-    if (local) local.setItem(KEY, JSON.stringify({ t: Date.now(), visit: body.visit, numbers: body.numbers, site: cfg.site }));
-    apply(body.numbers);
-    clearInterval(timer);
-    timer = body.visit && d.visibilityState !== 'hidden' ? setInterval(safe(beat), (body.heartbeat || 60) * 1000) : 0;
+  function receive(answer) {
+    visit = answer.visit;
+    answer.t = Date.now();
+    answer.site = config.site;
+    if (storage) storage.setItem('_dni', JSON.stringify(answer));
+    show(answer.numbers);
+    clearInterval(heartbeatTimer);
+    heartbeatTimer = answer.visit && d.visibilityState !== 'hidden' ?
+      setInterval(guarded(heartbeat), (answer.heartbeat || 60) * 1000) : 0;
   }
 
-  function fail() {
-    if (local) local.removeItem(KEY);
-    clearInterval(timer);
-    pause();
-    restore();
+  // Back to the shop's own numbers.
+  function stop() {
+    if (storage) storage.removeItem('_dni');
+    clearInterval(heartbeatTimer);
+    stopWatching();
+    restoreAll();
     numbers = [];
   }
 
-  function start() {
-    return send('/v1/visits', { site: cfg.site, visitor: visitorId(), url: location.href, referrer: d.referrer });
+  function startVisit() {
+    return send('/v1/visits', {
+      site: config.site, visitor: visitorId(), url: currentUrl(), referrer: d.referrer,
+    });
   }
 
-  function beat() {
+  function heartbeat() {
     if (!started) return;
-    url = location.href;
-    return visit ? send('/v1/visits/' + visit + '/heartbeat', { url: location.href }) : start();
+    return visit ? send('/v1/visits/' + visit + '/heartbeat', { url: currentUrl() }) : startVisit();
   }
 
-  function optedOut() {
-    return /(?:^|; )_dni_optout=1/.test(d.cookie) || (local && local.getItem('_dni_optout') === '1');
+  // The page's URL, which the API is about to hear of.
+  function currentUrl() {
+    return (reportedUrl = location.href);
   }
 
-  var go = safe(function () {
-    if (started || !cfg.site || !w.fetch || optedOut()) return;
+  // A single-page navigation is reported once, with its new URL.
+  function followNavigation() {
+    if (location.href !== reportedUrl) heartbeat();
+  }
+
+  // ---- Start-up: at once, or on DNI.consent() with data-consent="required".
+
+  const begin = guarded(() => {
+    if (started || !config.site || !w.fetch || optedOut()) return;
     started = true;
     // A page after the first: show the visit's numbers while the page parses, then confirm.
-    var saved = local && JSON.parse(local.getItem(KEY));
-    if (saved && saved.site === cfg.site && Date.now() - saved.t < 6e5) {
-      visit = saved.visit;
-      apply(saved.numbers);
+    const last = storage && JSON.parse(storage.getItem('_dni'));
+    if (last && last.site === config.site && Date.now() - last.t < 6e5) {
+      visit = last.visit;
+      show(last.numbers);
     }
-    start();
-    ['visibilitychange', 'pageshow', 'popstate'].forEach(function (type) {
-      w.addEventListener(type, safe(function (e) {
-        if (d.visibilityState === 'hidden') clearInterval(timer);
-        else if (type !== 'pageshow' || e.persisted) beat();
+    startVisit();
+    ['visibilitychange', 'pageshow', 'popstate'].forEach((type) => {
+      w.addEventListener(type, guarded((event) => {
+        if (d.visibilityState === 'hidden') clearInterval(heartbeatTimer);
+        else if (type !== 'pageshow' || event.persisted) heartbeat();
       }));
     });
-    var push = history.pushState;
-    history.pushState = function () {
-      setTimeout(safe(beat));  // once the new URL is in place
-      return push.apply(this, arguments);
-    };
-    d.addEventListener('click', safe(function (e) {
-      var a = e.target.closest(TEL);
-      if (a && visit) {
-        navigator.sendBeacon(api + '/v1/visits/' + visit + '/events',
-          JSON.stringify({ type: 'tel_click', number: a.getAttribute('href').slice(4, 44) }));
+    ['pushState', 'replaceState'].forEach((name) => {
+      const native = history[name];
+      history[name] = function () {
+        setTimeout(guarded(followNavigation));  // once the new URL is in place
+        return native.apply(this, arguments);
+      };
+    });
+    // A tap on a tel: link is the strongest signal there is: report it without delaying it.
+    d.addEventListener('click', guarded((event) => {
+      const link = event.target.closest(TEL_LINK);
+      if (link && visit) {
+        navigator.sendBeacon(apiOrigin + '/v1/visits/' + visit + '/events',
+          JSON.stringify({ type: 'tel_click', number: link.getAttribute('href').slice(4, 44) }));
       }
     }), true);
   });
 
+  // ---- window.DNI: the one global.
+
   w.DNI = {
-    rescan: safe(function () { pause(); scan(d.body); watch(); }),
-    numbers: function () { return numbers.slice(); },
-    onSwap: function (fn) {
-      listeners.push(fn);  // safe() below makes anything but a function harmless
-      if (numbers.length) safe(fn)(numbers.slice());
+    rescan: guarded(() => { stopWatching(); swapWithin(d.body); watch(); }),
+    numbers: () => numbers.slice(),
+    onSwap: (fn) => {
+      swapListeners.push(fn);  // guarded() makes anything but a function harmless
+      notify(fn);
     },
-    consent: go,
-    optOut: safe(function () {
+    consent: begin,
+    optOut: guarded(() => {
       d.cookie = '_dni_optout=1' + FOR_A_YEAR;
-        if (local) local.setItem('_dni_optout', '1');
-      fail();
+      if (storage) storage.setItem('_dni_optout', '1');
+      stop();
       started = false;
-    })
+    }),
   };
-  if (cfg.consent !== 'required') go();
+
+  // Node's unit tests (static/snippet/test/load.mjs) define DNI_TEST to receive the DOM-free
+  // functions; the build defines it as false, so this block is not in the served file.
+  if (typeof DNI_TEST === 'function') {
+    DNI_TEST({
+      toAscii, digitsOf, matcherFor, findNumbers, rewrite, rewriteTel, cookieDomains,
+      lease(list) { matchers = list.map(matcherFor); },
+    });
+  }
+
+  if (config.consent !== 'required') begin();
 })(window, document);
