@@ -384,9 +384,13 @@ def calls_import(
         if site is None:
             raise click.ClickException(f"unknown site {site_key!r}")
         report = import_calls(
-            session, site, file.read_bytes(), datetime.now(UTC),
-            PRESETS[preset] if preset else None, mapping,
-        )  # fmt: skip
+            session,
+            site,
+            file.read_bytes(),
+            datetime.now(UTC),
+            PRESETS[preset] if preset else None,
+            mapping,
+        )
         if dry_run:
             session.rollback()
         else:
@@ -433,8 +437,12 @@ def bench_snippet(loads: int) -> None:
 @click.option("--per-day", default=400, show_default=True, help="visits per day")
 @click.option("--seed", default=7, show_default=True, help="of the simulated traffic")
 @click.option("--months", default=1, show_default=True, help="pooled, seeds seed, seed + 1, …")
-@click.option("--sizes", default="0.25,0.5,1,2", show_default=True,
-              help="pool sizes as multiples of peak concurrency")  # fmt: skip
+@click.option(
+    "--sizes",
+    default="0.25,0.5,1,2",
+    show_default=True,
+    help="pool sizes as multiples of peak concurrency",
+)
 def bench_attribution(days: int, per_day: int, seed: int, months: int, sizes: str) -> None:
     """Attribution accuracy over a simulated month, beside two naive baselines."""
     from dni.bench.attribution import run_attribution_benchmark

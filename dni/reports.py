@@ -96,22 +96,36 @@ def _call_json(call: Call, visit: Visit | None, zone: ZoneInfo, show: bool) -> d
         },
         "source": call.source,
         "medium": call.medium,
-        "visit": None if visit is None else {
-            "id": visit.id, "source": visit.source, "medium": visit.medium,
-            "campaign": visit.campaign, "keyword": visit.term, "content": visit.content,
-            "landing_page": visit.landing_page, "referrer": visit.referrer,
-            "click_id_type": visit.click_id_type or None, "device": visit.device,
-            "started_at": visit.started_at.astimezone(zone).isoformat(),
-            "pages_viewed": visit.pages_viewed,
-        },
-    }  # fmt: skip
+        "visit": None if visit is None else _visit_json(visit, zone),
+    }
+
+
+def _visit_json(visit: Visit, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "id": visit.id,
+        "source": visit.source,
+        "medium": visit.medium,
+        "campaign": visit.campaign,
+        "keyword": visit.term,
+        "content": visit.content,
+        "landing_page": visit.landing_page,
+        "referrer": visit.referrer,
+        "click_id_type": visit.click_id_type or None,
+        "device": visit.device,
+        "started_at": visit.started_at.astimezone(zone).isoformat(),
+        "pages_viewed": visit.pages_viewed,
+    }
 
 
 CALL_COLUMNS: dict[str, Any] = {
-    "keyword": Call.keyword, "source": Call.source, "medium": Call.medium,
-    "campaign": Call.campaign, "landing_page": Call.landing_page, "device": Call.device,
+    "keyword": Call.keyword,
+    "source": Call.source,
+    "medium": Call.medium,
+    "campaign": Call.campaign,
+    "landing_page": Call.landing_page,
+    "device": Call.device,
     "region": Call.caller_region,
-}  # fmt: skip
+}
 
 
 def _count(condition: ColumnElement[bool]) -> Any:
@@ -121,14 +135,17 @@ def _count(condition: ColumnElement[bool]) -> Any:
 def _calls_by(key: Any, site: SiteConfig, when: Period) -> Any:
     answered = (Call.status == "completed") & (Call.duration_seconds > 0)
     return (
-        select(key.label("value"), func.count().label("calls"),
-               _count(answered).label("answered"),
-               _count(Call.first_time.is_(True)).label("first_time"),
-               _count(answered & (Call.duration_seconds >= QUALIFIED_SECONDS)).label("qualified"))
+        select(
+            key.label("value"),
+            func.count().label("calls"),
+            _count(answered).label("answered"),
+            _count(Call.first_time.is_(True)).label("first_time"),
+            _count(answered & (Call.duration_seconds >= QUALIFIED_SECONDS)).label("qualified"),
+        )
         .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
         .group_by(key)
         .subquery()
-    )  # fmt: skip
+    )
 
 
 def call_report(
@@ -161,10 +178,16 @@ def call_report(
     by_value, by_visits, by_calls, by_answered = list(query.selected_columns)[:4]
     ordered = query.order_by(by_calls.desc(), by_answered.desc(), by_visits.desc(), by_value)
     return [
-        {dimension: value, "visits": int(visits), "calls": calls, "answered": answered,
-         "first_time": first_time, "qualified": qualified}
+        {
+            dimension: value,
+            "visits": int(visits),
+            "calls": calls,
+            "answered": answered,
+            "first_time": first_time,
+            "qualified": qualified,
+        }
         for value, visits, calls, answered, first_time, qualified in session.execute(ordered)
-    ]  # fmt: skip
+    ]
 
 
 def _hour_report(session: Session, site: SiteConfig, when: Period) -> list[dict[str, Any]]:
@@ -199,9 +222,11 @@ def _visit_counts(site: SiteConfig, when: Period, dimension: str) -> Any:
     for span, start in spans(when.first, when.last):
         buckets[span].append(start)
     in_period = or_(
-        *((VisitCount.span == span) & VisitCount.start.in_(starts)
-          for span, starts in buckets.items())
-    )  # fmt: skip
+        *(
+            (VisitCount.span == span) & VisitCount.start.in_(starts)
+            for span, starts in buckets.items()
+        )
+    )
     value = cast(VisitCount.value, Integer) if dimension == "hour" else VisitCount.value
     return (
         select(value.label("value"), func.sum(VisitCount.visits).label("visits"))

@@ -54,9 +54,17 @@ def auth_failures_key(network: str) -> str:
 
 # A pool's keys, in the order lease.lua and sync.lua take them as KEYS.
 POOL_KEY_NAMES = (
-    "meta", "free", "busy", "holders", "visitors", "seen", "stats", "visits", "starts",
+    "meta",
+    "free",
+    "busy",
+    "holders",
+    "visitors",
+    "seen",
+    "stats",
+    "visits",
+    "starts",
     "probation",
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)

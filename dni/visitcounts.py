@@ -23,8 +23,14 @@ from sqlalchemy.orm import Session
 from dni.models import Site, Visit, VisitCount
 
 # Report dimension -> the visit column it reads ("hour" is the local hour the visit started).
-COLUMNS = {"keyword": "term", "source": "source", "medium": "medium", "campaign": "campaign",
-           "landing_page": "landing_page", "device": "device"}  # fmt: skip
+COLUMNS = {
+    "keyword": "term",
+    "source": "source",
+    "medium": "medium",
+    "campaign": "campaign",
+    "landing_page": "landing_page",
+    "device": "device",
+}
 MAX_VALUE = 500
 WRITE_BATCH = 5000
 
@@ -84,10 +90,16 @@ def add(connection: Connection, counts: Counter[Key]) -> None:
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     table = VisitCount.__table__
     rows = [
-        {"site_id": site, "dimension": dimension, "span": span, "start": start, "value": value,
-         "visits": n}
+        {
+            "site_id": site,
+            "dimension": dimension,
+            "span": span,
+            "start": start,
+            "value": value,
+            "visits": n,
+        }
         for (site, dimension, span, start, value), n in sorted(counts.items())  # one lock order
-    ]  # fmt: skip
+    ]
     for first in range(0, len(rows), WRITE_BATCH):
         insert = dialect.insert(table)
         upsert = insert.on_conflict_do_update(

@@ -14,12 +14,19 @@ from dni.geo import IpRegions, province
 @pytest.mark.parametrize(
     ("place", "expected"),
     [
-        ("广东省深圳市", "广东"), ("北京市", "北京"), ("内蒙古呼和浩特市", "内蒙古"),
-        ("新疆乌鲁木齐市", "新疆"), ("黑龙江省哈尔滨市", "黑龙江"), ("Guangdong", "广东"),
-        ("Inner Mongolia Autonomous Region", "内蒙古"), ("Shaanxi", "陕西"), ("Shanxi", "山西"),
-        ("", ""), ("California", ""),
+        ("广东省深圳市", "广东"),
+        ("北京市", "北京"),
+        ("内蒙古呼和浩特市", "内蒙古"),
+        ("新疆乌鲁木齐市", "新疆"),
+        ("黑龙江省哈尔滨市", "黑龙江"),
+        ("Guangdong", "广东"),
+        ("Inner Mongolia Autonomous Region", "内蒙古"),
+        ("Shaanxi", "陕西"),
+        ("Shanxi", "山西"),
+        ("", ""),
+        ("California", ""),
     ],
-)  # fmt: skip
+)
 def test_a_place_name_gives_its_province(place: str, expected: str) -> None:
     assert province(place) == expected
 
@@ -32,8 +39,12 @@ def test_an_address_gives_the_province_its_database_names(tmp_path: Path) -> Non
     regions = IpRegions(str(path))
     assert regions.enabled
     assert [regions.province_of(ip) for ip in ("36.1.9.9", "36.2.0.1", "8.8.8.8", "junk", "")] == [
-        "广东", "北京", "", "", "",
-    ]  # fmt: skip
+        "广东",
+        "北京",
+        "",
+        "",
+        "",
+    ]
 
 
 def test_without_a_database_every_address_is_unknown() -> None:

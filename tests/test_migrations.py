@@ -28,21 +28,65 @@ def test_upgrade_from_empty_to_head_matches_the_models(database_url: str) -> Non
 def test_upgrading_to_0003_fills_report_columns_and_visit_counts(database_url: str) -> None:
     engine = make_engine(database_url)
     downgrade_database(database_url, "0002")
-    site = {"id": 1, "key": "shop", "name": "", "domains": "[]", "timezone": "Asia/Shanghai",
-            "country": "CN", "active": True, "revision": 1}  # fmt: skip
+    site = {
+        "id": 1,
+        "key": "shop",
+        "name": "",
+        "domains": "[]",
+        "timezone": "Asia/Shanghai",
+        "country": "CN",
+        "active": True,
+        "revision": 1,
+    }
     at = datetime(2026, 11, 2, 16, 30, tzinfo=UTC)  # 00:30 on 3 November in Shanghai
-    visit = {"id": "v1", "site_id": 1, "visitor_id": "x", "started_at": at, "last_seen_at": at,
-             "landing_page": "https://shop.example.cn/p?gclid=1", "referrer": "",
-             "source": "google", "medium": "cpc", "campaign": "spring", "term": "roses",
-             "content": "", "click_id_type": "", "click_id": "", "click_ids": "{}",
-             "device": "mobile", "browser": "", "os": "", "user_agent": "", "ip": "",
-             "pages_viewed": 1, "last_url": ""}  # fmt: skip
-    call = {"id": 1, "site_id": 1, "provider": "cdr", "provider_call_id": "c1",
-            "tracking_e164": "+864001000001", "extension": "", "caller_e164": "", "caller_raw": "",
-            "caller_anonymous": False, "caller_region": "", "caller_carrier": "", "started_at": at,
-            "duration_seconds": 60, "status": "completed", "recording_url": "", "visit_id": "v1",
-            "attribution_candidates": "[]", "attribution_signals": "{}", "source": "google",
-            "medium": "cpc", "payloads": "[]", "updated_at": at}  # fmt: skip
+    visit = {
+        "id": "v1",
+        "site_id": 1,
+        "visitor_id": "x",
+        "started_at": at,
+        "last_seen_at": at,
+        "landing_page": "https://shop.example.cn/p?gclid=1",
+        "referrer": "",
+        "source": "google",
+        "medium": "cpc",
+        "campaign": "spring",
+        "term": "roses",
+        "content": "",
+        "click_id_type": "",
+        "click_id": "",
+        "click_ids": "{}",
+        "device": "mobile",
+        "browser": "",
+        "os": "",
+        "user_agent": "",
+        "ip": "",
+        "pages_viewed": 1,
+        "last_url": "",
+    }
+    call = {
+        "id": 1,
+        "site_id": 1,
+        "provider": "cdr",
+        "provider_call_id": "c1",
+        "tracking_e164": "+864001000001",
+        "extension": "",
+        "caller_e164": "",
+        "caller_raw": "",
+        "caller_anonymous": False,
+        "caller_region": "",
+        "caller_carrier": "",
+        "started_at": at,
+        "duration_seconds": 60,
+        "status": "completed",
+        "recording_url": "",
+        "visit_id": "v1",
+        "attribution_candidates": "[]",
+        "attribution_signals": "{}",
+        "source": "google",
+        "medium": "cpc",
+        "payloads": "[]",
+        "updated_at": at,
+    }
     meta = MetaData()
     with engine.begin() as connection:
         for name, row in (("sites", site), ("visits", visit), ("calls", call)):
@@ -63,7 +107,11 @@ def test_upgrading_to_0003_fills_report_columns_and_visit_counts(database_url: s
     engine.dispose()
     assert tuple(filled) == ("spring", "roses", "https://shop.example.cn/p", "mobile")
     assert sorted(map(tuple, counted)) == [
-        ("campaign", "spring", 1), ("device", "mobile", 1), ("hour", "0", 1),
-        ("keyword", "roses", 1), ("landing_page", "https://shop.example.cn/p", 1),
-        ("medium", "cpc", 1), ("source", "google", 1),
-    ]  # fmt: skip
+        ("campaign", "spring", 1),
+        ("device", "mobile", 1),
+        ("hour", "0", 1),
+        ("keyword", "roses", 1),
+        ("landing_page", "https://shop.example.cn/p", 1),
+        ("medium", "cpc", 1),
+        ("source", "google", 1),
+    ]

@@ -111,9 +111,13 @@ def heartbeat(client: FlaskClient, visit_id: str) -> Any:
 
 def cdr_push(client: FlaskClient) -> Any:
     record = {
-        "call_id": "cdr-1", "from": "13812345678", "to": "400-100-0001",
-        "started_at": "2026-11-02T12:00:05+08:00", "duration": 95, "status": "completed",
-    }  # fmt: skip
+        "call_id": "cdr-1",
+        "from": "13812345678",
+        "to": "400-100-0001",
+        "started_at": "2026-11-02T12:00:05+08:00",
+        "duration": 95,
+        "status": "completed",
+    }
     body = json.dumps(record).encode()
     stamp = str(int(runtime_of(client).now().timestamp()))
     headers = {"X-DNI-Timestamp": stamp, "X-DNI-Signature": sign(SECRET, stamp, body)}
@@ -125,9 +129,12 @@ def twilio_voice(client: FlaskClient) -> Any:
     form = {
         "CallSid": "CA0123456789abcdef0123456789abcdef",
         "AccountSid": "AC0123456789abcdef0123456789abcdef",
-        "From": "+8613812345678", "To": "+864001000001", "CallStatus": "ringing",
-        "Direction": "inbound", "ApiVersion": "2010-04-01",
-    }  # fmt: skip
+        "From": "+8613812345678",
+        "To": "+864001000001",
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+    }
     signature = RequestValidator(TOKEN).compute_signature(f"http://localhost{path}", form)
     return client.post(path, data=form, headers={"X-Twilio-Signature": signature})
 
@@ -168,8 +175,10 @@ def test_hot_path_serves_and_the_rest_is_a_fast_503_while_postgres_is_down(
         response = request(web)
         took.append(time.perf_counter() - started)
         assert_unavailable(response)
-    print(f"503 with PostgreSQL stopped: median {statistics.median(took) * 1000:.1f} ms, "
-          f"max {max(took) * 1000:.1f} ms")  # fmt: skip
+    print(
+        f"503 with PostgreSQL stopped: median {statistics.median(took) * 1000:.1f} ms, "
+        f"max {max(took) * 1000:.1f} ms"
+    )
     assert statistics.median(took) < 0.05
     health = web.get("/healthz")
     assert health.status_code == 503 and health.headers["Retry-After"] == "5"

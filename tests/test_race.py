@@ -73,9 +73,14 @@ def live(
 ) -> Runtime:
     """The app on the wall clock, with no flusher of its own: the test runs the workers."""
     app = create_app(
-        {"redis_url": redis_url, "database_url": database_url, "instance_path": tmp_path,
-         "flush_seconds": 0, "config_cache_seconds": 0}
-    )  # fmt: skip
+        {
+            "redis_url": redis_url,
+            "database_url": database_url,
+            "instance_path": tmp_path,
+            "flush_seconds": 0,
+            "config_cache_seconds": 0,
+        }
+    )
     load_toml(sessions, shop_toml(paid=NUMBERS))
     runtime: Runtime = app.extensions["dni"]
     return runtime

@@ -138,16 +138,31 @@ def test_the_spec_holds_against_a_live_server(tmp_path: Path) -> None:
             _wait_until_up(base, server)
             _push_calls(base)
             run = subprocess.run(
-                [str(BIN / "schemathesis"), "run", str(SPEC), "--url", base,
-                 "--checks", CHECKS, "--max-examples", str(MAX_EXAMPLES), "--seed", "1",
-                 "--workers", "2", "--request-timeout", "10",
-                 "--header", f"Authorization: Bearer {key}"],
+                [
+                    str(BIN / "schemathesis"),
+                    "run",
+                    str(SPEC),
+                    "--url",
+                    base,
+                    "--checks",
+                    CHECKS,
+                    "--max-examples",
+                    str(MAX_EXAMPLES),
+                    "--seed",
+                    "1",
+                    "--workers",
+                    "2",
+                    "--request-timeout",
+                    "10",
+                    "--header",
+                    f"Authorization: Bearer {key}",
+                ],
                 env=env,
                 capture_output=True,
                 text=True,
                 timeout=300,
                 cwd=tmp_path,
-            )  # fmt: skip
+            )
         finally:
             server.terminate()
             try:

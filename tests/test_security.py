@@ -27,8 +27,9 @@ EVIL_ORIGIN = "https://evil.example"
 
 def guess(client: FlaskClient, address: str, key: str = "dni_guess") -> Any:
     headers = {"Authorization": f"Bearer {key}"}
-    return client.get("/v1/calls", query_string=DAY, headers=headers,
-                      environ_base={"REMOTE_ADDR": address})  # fmt: skip
+    return client.get(
+        "/v1/calls", query_string=DAY, headers=headers, environ_base={"REMOTE_ADDR": address}
+    )
 
 
 @pytest.fixture
@@ -76,8 +77,9 @@ def test_an_ipv6_network_is_one_guesser(client: FlaskClient, data: dict[str, Any
 
 
 def test_preflight_for_a_new_visit_grants_no_origin(client: FlaskClient) -> None:
-    response = client.options("/v1/visits", headers={"Origin": SHOP_ORIGIN,
-                              "Access-Control-Request-Method": "POST"})  # fmt: skip
+    response = client.options(
+        "/v1/visits", headers={"Origin": SHOP_ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
     assert response.status_code == 204
     assert "Access-Control-Allow-Origin" not in response.headers
     assert response.headers["Vary"] == "Origin"
@@ -148,9 +150,16 @@ def test_https_answers_carry_hsts(client: FlaskClient) -> None:
 
 @pytest.fixture
 def demo_app(redis_url: str, database_url: str, clock: Clock, tmp_path: Path) -> Flask:
-    return create_app({"redis_url": redis_url, "database_url": database_url,
-                       "instance_path": tmp_path, "flush_seconds": 0, "clock": clock,
-                       "demo": True})  # fmt: skip
+    return create_app(
+        {
+            "redis_url": redis_url,
+            "database_url": database_url,
+            "instance_path": tmp_path,
+            "flush_seconds": 0,
+            "clock": clock,
+            "demo": True,
+        }
+    )
 
 
 def test_the_demo_page_keeps_its_inline_script_but_cannot_be_framed(demo_app: Flask) -> None:

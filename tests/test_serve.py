@@ -130,5 +130,11 @@ def test_demo_calls_fill_the_keyword_report(
     with sessions() as session:
         day = clock().date()
         rows = call_report(session, site, period(site, day, day), "keyword")
-    assert rows[0] == {"keyword": "玫瑰", "visits": 2, "calls": 2, "answered": 1,
-                       "first_time": 2, "qualified": 1}  # fmt: skip
+    assert rows[0] == {
+        "keyword": "玫瑰",
+        "visits": 2,
+        "calls": 2,
+        "answered": 1,
+        "first_time": 2,
+        "qualified": 1,
+    }

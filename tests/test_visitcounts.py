@@ -40,12 +40,16 @@ def test_a_visit_counts_once_per_dimension_on_its_local_day(
     flush_history(rt.stores, clock.now)
     day = date(2026, 11, 3)
     assert counts(sessions) == {
-        (day, "keyword", "roses"): 1, (day, "keyword", ""): 1,
-        (day, "source", "baidu"): 1, (day, "source", "google"): 1,
-        (day, "medium", "cpc"): 2, (day, "campaign", ""): 2,
+        (day, "keyword", "roses"): 1,
+        (day, "keyword", ""): 1,
+        (day, "source", "baidu"): 1,
+        (day, "source", "google"): 1,
+        (day, "medium", "cpc"): 2,
+        (day, "campaign", ""): 2,
         (day, "landing_page", "https://shop.example.cn/flowers"): 2,
-        (day, "device", "desktop"): 2, (day, "hour", "0"): 2,
-    }  # fmt: skip
+        (day, "device", "desktop"): 2,
+        (day, "hour", "0"): 2,
+    }
     assert counts(sessions, "W")[(date(2026, 11, 2), "medium", "cpc")] == 2  # from Monday
     assert counts(sessions, "M")[(date(2026, 11, 1), "medium", "cpc")] == 2
 
@@ -56,12 +60,27 @@ def test_a_visit_counts_once_per_dimension_on_its_local_day(
         ("2026-11-03", "2026-11-03", ["D 11-03"]),
         ("2026-11-01", "2026-11-30", ["M 11-01"]),
         # Wed 14 Oct .. Thu 12 Nov: days up to Sunday, whole weeks, the days left.
-        ("2026-10-14", "2026-11-12",
-         ["D 10-14", "D 10-15", "D 10-16", "D 10-17", "D 10-18", "W 10-19", "W 10-26",
-          "W 11-02", "D 11-09", "D 11-10", "D 11-11", "D 11-12"]),
+        (
+            "2026-10-14",
+            "2026-11-12",
+            [
+                "D 10-14",
+                "D 10-15",
+                "D 10-16",
+                "D 10-17",
+                "D 10-18",
+                "W 10-19",
+                "W 10-26",
+                "W 11-02",
+                "D 11-09",
+                "D 11-10",
+                "D 11-11",
+                "D 11-12",
+            ],
+        ),
         ("2026-02-01", "2026-03-31", ["M 02-01", "M 03-01"]),
     ],
-)  # fmt: skip
+)
 def test_a_period_is_read_as_whole_months_then_weeks_then_days(
     first: str, last: str, expected: list[str]
 ) -> None:

@@ -68,9 +68,13 @@ def test_source_number_wins_over_pools(client: FlaskClient) -> None:
     body = post(
         client,
         "/v1/visits",
-        {"site": "shop", "visitor": "visitor-0002", "url": "https://shop.example.cn/",
-         "referrer": "https://www.baidu.com/s?wd=flowers"},
-    ).get_json()  # fmt: skip
+        {
+            "site": "shop",
+            "visitor": "visitor-0002",
+            "url": "https://shop.example.cn/",
+            "referrer": "https://www.baidu.com/s?wd=flowers",
+        },
+    ).get_json()
     assert body["numbers"] == [
         {"target": "+864008881234", "number": "+864002000001", "extension": None}
     ]

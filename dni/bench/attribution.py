@@ -56,9 +56,20 @@ class SimVisit:
 
 # Where visitors are, by weight; a caller's number is from the visitor's own province this often
 # (the rest moved, or travel: China's numbers keep the province they were issued in).
-PROVINCES = (("广东", 18), ("江苏", 10), ("浙江", 10), ("山东", 8), ("河南", 7),
-             ("四川", 7), ("北京", 6), ("上海", 6), ("湖北", 6), ("福建", 6), ("湖南", 5),
-             ("河北", 5))  # fmt: skip
+PROVINCES = (
+    ("广东", 18),
+    ("江苏", 10),
+    ("浙江", 10),
+    ("山东", 8),
+    ("河南", 7),
+    ("四川", 7),
+    ("北京", 6),
+    ("上海", 6),
+    ("湖北", 6),
+    ("福建", 6),
+    ("湖南", 5),
+    ("河北", 5),
+)
 SAME_PROVINCE = 0.75
 
 
@@ -152,8 +163,10 @@ class Score:
         recall = self.correct / self.calls if self.calls else 1.0
         ambiguous = self.ambiguous / max(self.calls, 1)
         wrong = self.credited - self.correct
-        return (f"{name:<34}{precision:>10.1%}{recall:>9.1%}{ambiguous:>11.1%}{wrong:>8}"
-                f"{self.sure_but_wrong:>7}")  # fmt: skip
+        return (
+            f"{name:<34}{precision:>10.1%}{recall:>9.1%}{ambiguous:>11.1%}{wrong:>8}"
+            f"{self.sure_but_wrong:>7}"
+        )
 
 
 SITE = """
@@ -205,8 +218,9 @@ def _replay(visits: list[SimVisit], scratch: Scratch, regions: IpRegions | None)
     for at, _, kind, v, n in events:
         answer = None
         if kind == "start":
-            data = VisitInput(f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x",
-                              "", UA, visit_ip(v))  # fmt: skip
+            data = VisitInput(
+                f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x", "", UA, visit_ip(v)
+            )
             answer = engine.visit(site, data, at)
             ids[v.index] = answer.visit or ""
         elif kind == "beat" and ids.get(v.index):
@@ -224,8 +238,9 @@ def _replay(visits: list[SimVisit], scratch: Scratch, regions: IpRegions | None)
             flush_history(stores, at)
             with sessions.begin() as session:
                 caller = caller_number(v, prefixes)
-                record = CallRecord("sim", call_id, caller, number[0], at, "completed", 60,
-                                    extension=number[1])  # fmt: skip
+                record = CallRecord(
+                    "sim", call_id, caller, number[0], at, "completed", 60, extension=number[1]
+                )
                 record_call(session, site, record, at)
             continue
         if answer is not None and answer.numbers:
@@ -244,9 +259,10 @@ def _replay(visits: list[SimVisit], scratch: Scratch, regions: IpRegions | None)
             right = call.visit_id == truth[call.provider_call_id]
             score.correct += call.visit_id is not None and right
             score.sure_but_wrong += (
-                call.visit_id is not None and not right
+                call.visit_id is not None
+                and not right
                 and (call.attribution_confidence or 0) >= SURE
-            )  # fmt: skip
+            )
             score.ambiguous += call.attribution_method == "ambiguous"
     return score
 
@@ -327,20 +343,29 @@ def run_attribution_benchmark(
     visits = sum(len(visits) for visits in traffic)
     setup = f"lease {LEASE // 60} min, grace {GRACE // 3600} h, overflow share"
     if months == 1:
-        what = (f"{days} days, {visits} visits, {calls} calls (seed {seed}), "
-                f"peak concurrency {peaks[0]}")  # fmt: skip
+        what = (
+            f"{days} days, {visits} visits, {calls} calls (seed {seed}), "
+            f"peak concurrency {peaks[0]}"
+        )
     else:
-        what = (f"{months} x {days} days (seeds {seed}-{seed + months - 1}), {visits} visits, "
-                f"{calls} calls, peak concurrency {min(peaks)}-{max(peaks)}")  # fmt: skip
+        what = (
+            f"{months} x {days} days (seeds {seed}-{seed + months - 1}), {visits} visits, "
+            f"{calls} calls, peak concurrency {min(peaks)}-{max(peaks)}"
+        )
     echo(f"dni bench attribution: {what} ({setup})")
-    echo(f"visitors in {len(PROVINCES)} provinces, callers' numbers from the visitor's "
-         f"{SAME_PROVINCE:.0%} of the time; sure = wrong at confidence >= {SURE}")  # fmt: skip
-    echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}"
-         f"{'sure':>7}")  # fmt: skip
+    echo(
+        f"visitors in {len(PROVINCES)} provinces, callers' numbers from the visitor's "
+        f"{SAME_PROVINCE:.0%} of the time; sure = wrong at confidence >= {SURE}"
+    )
+    echo(f"{'pool size':<34}{'precision':>10}{'recall':>9}{'ambiguous':>11}{'wrong':>8}{'sure':>7}")
     sizes = {(f, i): max(1, round(peak * f)) for f in factors for i, peak in enumerate(peaks)}
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        futures = {(f, run, i): pool.submit(run_month, traffic[i], sizes[(f, i)], run)
-                   for f in factors for run in RUNS for i in range(months)}  # fmt: skip
+        futures = {
+            (f, run, i): pool.submit(run_month, traffic[i], sizes[(f, i)], run)
+            for f in factors
+            for run in RUNS
+            for i in range(months)
+        }
         for f in factors:
             for run in RUNS:
                 score = sum((futures[(f, run, i)].result() for i in range(months)), Score())

@@ -46,17 +46,23 @@ def _measure(scratch: Scratch, calls: int, echo: Callable[[str], None]) -> None:
     sessions = scratch.sessions
     clock = [START]
     app = create_app(
-        {"database_url": scratch.database_url, "redis_url": scratch.redis_url,
-         "instance_path": scratch.folder, "flush_seconds": 0, "clock": lambda: clock[0],
-         "visit_rate_limit": 10**9}
-    )  # fmt: skip
+        {
+            "database_url": scratch.database_url,
+            "redis_url": scratch.redis_url,
+            "instance_path": scratch.folder,
+            "flush_seconds": 0,
+            "clock": lambda: clock[0],
+            "visit_rate_limit": 10**9,
+        }
+    )
     runtime = app.extensions["dni"]
     site = runtime.sites.get("bench")
     visits = simulate(days=7, per_day=400, seed=3)
     numbers = []
     for v in visits:
-        data = VisitInput(f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x", "",
-                          UA, "10.0.0.1")  # fmt: skip
+        data = VisitInput(
+            f"visitor-{v.index:07d}", "https://shop.bench.test/?gclid=x", "", UA, "10.0.0.1"
+        )
         answer = runtime.visits.visit(site, data, v.start)
         if answer.numbers:
             numbers.append((v.start, answer.numbers[0].extension))
@@ -67,13 +73,21 @@ def _measure(scratch: Scratch, calls: int, echo: Callable[[str], None]) -> None:
         at, extension = numbers[n % len(numbers)]
         clock[0] = at + timedelta(minutes=2)
         body = json.dumps(
-            {"call_id": f"bench-{n}", "from": f"+86138{n:08d}", "to": "+864008881234",
-             "extension": extension, "started_at": clock[0].isoformat(), "duration": 60,
-             "status": "completed"}
-        ).encode()  # fmt: skip
+            {
+                "call_id": f"bench-{n}",
+                "from": f"+86138{n:08d}",
+                "to": "+864008881234",
+                "extension": extension,
+                "started_at": clock[0].isoformat(),
+                "duration": 60,
+                "status": "completed",
+            }
+        ).encode()
         stamp = str(int(clock[0].timestamp()))
-        headers = {"X-DNI-Timestamp": stamp,
-                   "X-DNI-Signature": sign("bench-secret-0123456789", stamp, body)}  # fmt: skip
+        headers = {
+            "X-DNI-Timestamp": stamp,
+            "X-DNI-Signature": sign("bench-secret-0123456789", stamp, body),
+        }
         began = time.perf_counter()
         response = client.post("/v1/calls/cdr/bench", data=body, headers=headers)
         timings.append((time.perf_counter() - began) * 1000)
@@ -85,6 +99,8 @@ def _measure(scratch: Scratch, calls: int, echo: Callable[[str], None]) -> None:
         done = reattribute(session, site.id, START, START + timedelta(days=30))
         seconds = time.perf_counter() - began
     echo(f"dni bench calls: {len(visits)} visits, {stored} calls, SQLite, in-process")
-    echo(f"CDR webhook (one signed record): p50 {statistics.median(timings):.2f} ms, "
-         f"p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms")  # fmt: skip
+    echo(
+        f"CDR webhook (one signed record): p50 {statistics.median(timings):.2f} ms, "
+        f"p99 {timings[int(len(timings) * 0.99) - 1]:.2f} ms"
+    )
     echo(f"batch re-attribution: {done} calls in {seconds:.2f} s = {done / seconds:.0f} calls/s")

@@ -225,8 +225,11 @@ def _first_200(replies: list[Reply], windows: list[Window]) -> float | None:
     for began, undone in windows:
         failed = {r.kind for r in replies if began <= r.at <= undone and r.status in (0, 503)}
         kinds = failed or {r.kind for r in replies}
-        done = [r.at + r.ms / 1000 for r in replies
-                if r.at >= undone and r.status == 200 and r.kind in kinds]  # fmt: skip
+        done = [
+            r.at + r.ms / 1000
+            for r in replies
+            if r.at >= undone and r.status == 200 and r.kind in kinds
+        ]
         wait = min(done) - undone if done else float("inf")
         worst = wait if worst is None else max(worst, wait)
     return worst
@@ -276,8 +279,16 @@ def _serve(scratch: Scratch, port: int) -> subprocess.Popen[bytes]:
         "DNI_PROXY_COUNT": "1",
         "DNI_FLUSH_SECONDS": str(FLUSH_SECONDS),
     }
-    command = [sys.executable, "-c", "from dni.cli import main; main()", "serve",
-               "--bind", f"127.0.0.1:{port}", "--workers", str(WORKERS)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-c",
+        "from dni.cli import main; main()",
+        "serve",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(WORKERS),
+    ]
     # Its own session: the cleanup stops gunicorn's workers too, even if the master died.
     with (scratch.folder / "gunicorn.log").open("wb") as log:
         return subprocess.Popen(command, env=env, stdout=log, stderr=log, start_new_session=True)
@@ -301,8 +312,9 @@ def _stop_server(server: subprocess.Popen[bytes]) -> None:
 def _stores(scenario: Scenario, seconds: int) -> Iterator[Scratch]:
     # Heartbeats, and so the probation of new leases (two of them), scale with the run.
     heartbeat = max(1, min(30, seconds // 4))
-    sites = SITE_TOML.format(first=8000, last=8000 + scenario.slots - 1, heartbeat=heartbeat,
-                             overflow=scenario.overflow)  # fmt: skip
+    sites = SITE_TOML.format(
+        first=8000, last=8000 + scenario.slots - 1, heartbeat=heartbeat, overflow=scenario.overflow
+    )
     with ExitStack() as stack:
         url = stack.enter_context(private_postgres()) if scenario.postgres else ""
         yield stack.enter_context(scratch_stores(sites, datetime.now(UTC), "", url))
@@ -409,8 +421,10 @@ def run_fault_benchmark(seconds: int, scenarios: str, echo: Callable[[str], None
         outcomes.append(run_scenario(SCENARIOS[name], seconds))
         took = time.monotonic() - began
         print(f"dni bench faults: {name} done in {took:.0f} s", file=sys.stderr, flush=True)
-    echo(f"dni bench faults: {seconds} s per scenario, {WORKERS} gunicorn workers, "
-         f"flush every {FLUSH_SECONDS:g} s, private Redis (AOF everysec)")  # fmt: skip
+    echo(
+        f"dni bench faults: {seconds} s per scenario, {WORKERS} gunicorn workers, "
+        f"flush every {FLUSH_SECONDS:g} s, private Redis (AOF everysec)"
+    )
     echo("kept: visitors shown the same number after the fault, of those shown one before it;")
     echo("tracked: real visitors whose first visit got a pool number; miss: acknowledged, not")
     echo("in SQL after a final flush; 1st 200: from the fault's undoing; no ans: no HTTP answer")

@@ -127,8 +127,11 @@ class Load:
         headers = {"Content-Type": "text/plain", "User-Agent": UA, "X-Forwarded-For": ip}
         if kind == "cdr":
             stamp = str(int(time.time()))
-            headers = {"Content-Type": "application/json", "X-DNI-Timestamp": stamp,
-                       "X-DNI-Signature": sign(CDR_SECRET, stamp, raw)}  # fmt: skip
+            headers = {
+                "Content-Type": "application/json",
+                "X-DNI-Timestamp": stamp,
+                "X-DNI-Signature": sign(CDR_SECRET, stamp, raw),
+            }
         began = time.monotonic()
         status, answer = post(self.port, path, raw, headers)
         self.record.add(Reply(kind, began, (time.monotonic() - began) * 1000, status))

@@ -110,10 +110,14 @@ def _measure(url: str, visits: int, runs: int, echo: Callable[[str], None]) -> N
         server = session.scalar(text("SHOW server_version"))
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("VACUUM ANALYZE visit_counts"))
-    echo(f"dni bench reports: PostgreSQL {server}, {counted:,} visits, {calls:,} calls, "
-         f"one site, October 2026 (data written in {written:.0f} s)")  # fmt: skip
-    echo(f"visit counts by the real code: {buckets:,} rows in {counting:.0f} s "
-         f"({counted / counting:,.0f} visits/s)")  # fmt: skip
+    echo(
+        f"dni bench reports: PostgreSQL {server}, {counted:,} visits, {calls:,} calls, "
+        f"one site, October 2026 (data written in {written:.0f} s)"
+    )
+    echo(
+        f"visit counts by the real code: {buckets:,} rows in {counting:.0f} s "
+        f"({counted / counting:,.0f} visits/s)"
+    )
     echo(
         f"{'group_by':<14}{'rows':>8}{'month ms':>11}{'30 days ms':>12}   (median of {runs}, warm)"
     )

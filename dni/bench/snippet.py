@@ -84,9 +84,14 @@ def run_snippet_benchmark(loads: int, echo: Callable[[str], None]) -> None:
     with scratch_stores(SITE, datetime.now(UTC)) as scratch:
         try:
             app = create_app(
-                {"database_url": scratch.database_url, "redis_url": scratch.redis_url,
-                 "instance_path": scratch.folder, "visit_rate_limit": 10**6, "flush_seconds": 0}
-            )  # fmt: skip
+                {
+                    "database_url": scratch.database_url,
+                    "redis_url": scratch.redis_url,
+                    "instance_path": scratch.folder,
+                    "visit_rate_limit": 10**6,
+                    "flush_seconds": 0,
+                }
+            )
             api_server, api_port = _serve(app)
             html = big_page(f"http://api.bench.test:{api_port}")
 
@@ -113,9 +118,13 @@ def _in_chromium(chromium: str, shop: str, loads: int) -> dict[str, Any]:
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=chromium,
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  f"--host-resolver-rules={rules}"],
-        )  # fmt: skip
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                f"--host-resolver-rules={rules}",
+            ],
+        )
         figures = _measure(browser, shop, loads)
         browser.close()
     return figures
@@ -163,7 +172,7 @@ def _measure(browser: Any, shop: str, loads: int) -> dict[str, Any]:
             page.evaluate(
                 "(() => { const t = performance.now(); DNI.rescan();"
                 " return performance.now() - t; })()"
-            )  # fmt: skip
+            )
         )
         nodes = page.evaluate(
             "(() => { let n = 0; const w = document.createTreeWalker(document.body, 4);"

@@ -68,18 +68,24 @@ def add_demo_calls(stores: Stores, site: SiteConfig, now: datetime) -> int:
     start = now - timedelta(hours=1)
     for n, (query, duration) in enumerate(DEMO_TRAFFIC):
         at = start + timedelta(minutes=n)
-        data = VisitInput(f"demo-visitor-{n:03d}", f"http://127.0.0.1:8000/demo{query}", "",
-                          DEMO_UA, "127.0.0.1")  # fmt: skip
+        data = VisitInput(
+            f"demo-visitor-{n:03d}", f"http://127.0.0.1:8000/demo{query}", "", DEMO_UA, "127.0.0.1"
+        )
         answer = visits.visit(site, data, at)
         if not answer.numbers:
             continue
         slot = answer.numbers[0]
         flush_history(stores, at)
         record = CallRecord(
-            "demo", f"demo-call-{n}", f"+86138000000{n:02d}", slot.number_e164,
-            at + timedelta(seconds=30), "completed" if duration else "no-answer", duration,
+            "demo",
+            f"demo-call-{n}",
+            f"+86138000000{n:02d}",
+            slot.number_e164,
+            at + timedelta(seconds=30),
+            "completed" if duration else "no-answer",
+            duration,
             extension=slot.extension or "",
-        )  # fmt: skip
+        )
         with stores.sessions.begin() as session:
             record_call(session, site, record, now)
     flush_history(stores, now)

@@ -175,9 +175,10 @@ class StoreCollector(Collector):
             for name, text in POOL_GAUGES.items()
         }
         depth = GaugeMetricFamily(
-            "dni_queue_depth", "Entries waiting in a Redis queue for the flush.",
+            "dni_queue_depth",
+            "Entries waiting in a Redis queue for the flush.",
             labels=["site", "pool", "queue"],
-        )  # fmt: skip
+        )
         for site in sites:
             for pool in site.pools:
                 health = pool_health(client, pool, now)
@@ -203,6 +204,7 @@ class StoreCollector(Collector):
                 value=max(0.0, (now - watermark).total_seconds()),
             )
         yield GaugeMetricFamily(
-            "dni_history_quarantine_rows", "Rows the flush refused, kept for an operator.",
+            "dni_history_quarantine_rows",
+            "Rows the flush refused, kept for an operator.",
             value=quarantined,
-        )  # fmt: skip
+        )

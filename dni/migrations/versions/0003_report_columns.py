@@ -18,8 +18,14 @@ depends_on = None
 
 BATCH = 20_000
 CALL_COLUMNS = (("campaign", 200), ("keyword", 200), ("landing_page", 500), ("device", 16))
-VISIT_COLUMNS = {"keyword": "term", "source": "source", "medium": "medium", "campaign": "campaign",
-                 "landing_page": "landing_page", "device": "device"}  # fmt: skip
+VISIT_COLUMNS = {
+    "keyword": "term",
+    "source": "source",
+    "medium": "medium",
+    "campaign": "campaign",
+    "landing_page": "landing_page",
+    "device": "device",
+}
 
 
 def _page(url: str) -> str:
@@ -53,22 +59,36 @@ def _fill(counts: sa.Table) -> None:
     sites = sa.Table("sites", meta, autoload_with=bind)
     zones = {row.id: ZoneInfo(row.timezone) for row in bind.execute(sa.select(sites))}
     credited = bind.execute(
-        sa.select(calls.c.id, visits.c.campaign, visits.c.term, visits.c.landing_page,
-                  visits.c.device).join(visits, calls.c.visit_id == visits.c.id)
+        sa.select(
+            calls.c.id, visits.c.campaign, visits.c.term, visits.c.landing_page, visits.c.device
+        )
+        .join(visits, calls.c.visit_id == visits.c.id)
         .execution_options(yield_per=BATCH)
-    )  # fmt: skip
+    )
     set_traffic = (
         calls.update()
         .where(calls.c.id == sa.bindparam("call"))
-        .values(campaign=sa.bindparam("c"), keyword=sa.bindparam("k"),
-                landing_page=sa.bindparam("p"), device=sa.bindparam("d"))
-    )  # fmt: skip
+        .values(
+            campaign=sa.bindparam("c"),
+            keyword=sa.bindparam("k"),
+            landing_page=sa.bindparam("p"),
+            device=sa.bindparam("d"),
+        )
+    )
     for part in credited.partitions():
         bind.execute(
             set_traffic,
-            [{"call": r.id, "c": r.campaign, "k": r.term, "p": _page(r.landing_page),
-              "d": r.device} for r in part],
-        )  # fmt: skip
+            [
+                {
+                    "call": r.id,
+                    "c": r.campaign,
+                    "k": r.term,
+                    "p": _page(r.landing_page),
+                    "d": r.device,
+                }
+                for r in part
+            ],
+        )
     found: Counter[tuple[int, str, str, date, str]] = Counter()
     columns = [
         visits.c.site_id,
@@ -85,13 +105,18 @@ def _fill(counts: sa.Table) -> None:
             for dimension, column in VISIT_COLUMNS.items():
                 value = str(getattr(visit, column) or "")
                 values.append((dimension, _page(value) if dimension == "landing_page" else value))
-            spans = (("D", day), ("W", day - timedelta(days=day.weekday())),
-                     ("M", day.replace(day=1)))  # fmt: skip
+            spans = (
+                ("D", day),
+                ("W", day - timedelta(days=day.weekday())),
+                ("M", day.replace(day=1)),
+            )
             for span, start in spans:
                 for dimension, value in values:
                     found[(visit.site_id, dimension, span, start, value)] += 1
-    rows = [{"site_id": s, "dimension": k, "span": p, "start": d, "value": v, "visits": n}
-            for (s, k, p, d, v), n in found.items()]  # fmt: skip
+    rows = [
+        {"site_id": s, "dimension": k, "span": p, "start": d, "value": v, "visits": n}
+        for (s, k, p, d, v), n in found.items()
+    ]
     for start in range(0, len(rows), BATCH):
         op.bulk_insert(counts, rows[start : start + BATCH])
 
