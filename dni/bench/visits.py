@@ -398,7 +398,9 @@ def profile_requests(scratch: Scratch, requests: int) -> list[Breakdown]:
         body = json.dumps({"url": "http://127.0.0.1/p"})
         return client.post(f"/v1/visits/{ids[i % 50]}/heartbeat", data=body, headers=headers)
 
-    results = []
+    hello = hello_app()
+    hello_client = hello.test_client()
+    results = [_time_wsgi(hello, lambda _i: hello_client.get("/"), "hello world", requests)]
     for route, send in (("new visit", new_visit), ("heartbeat", heartbeat)):
         for i in range(200):  # warm up
             send(10**6 + i)
@@ -425,10 +427,25 @@ def profile_requests(scratch: Scratch, requests: int) -> list[Breakdown]:
     return results
 
 
+def _time_wsgi(app: Flask, send: Callable[[int], Any], route: str, requests: int) -> Breakdown:
+    for i in range(200):  # warm up
+        send(i)
+    watch = Stopwatch()
+    watch.wrap(app, "wsgi_app", WHOLE)
+    try:
+        for i in range(requests):
+            assert send(i).status_code == 200
+    finally:
+        watch.restore()
+    return Breakdown(route, requests, {}, watch.spent[WHOLE] * 1e6 / requests, 0.0)
+
+
 def _print_breakdown(breakdowns: list[Breakdown], echo: Callable[[str], None]) -> None:
     echo("per request, in process (the WSGI app called by Flask's test client, one thread):")
     for b in breakdowns:
         echo(f"  {b.route} ({b.requests} requests): {b.total:.0f} µs in all")
+        if not b.steps:
+            continue
         rest = b.total - sum(b.steps.values())
         for step, spent in [*b.steps.items(), ("Flask, routing, input checks, the rest", rest)]:
             echo(f"    {step:<40}{spent:>8.0f} µs {spent / b.total:>6.1%}")
