@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -68,12 +68,13 @@ def probation_seconds(pool: PoolConfig) -> int:
     return min(PROBATION_HEARTBEATS * pool.heartbeat_seconds, pool.lease_seconds)
 
 
-def lease_spec(site: SiteConfig) -> str:
-    """What visit.lua needs of each of the site's pools, as JSON: {id: [version, lease_ms,
-    overflow, probation_ms]}."""
+def lease_spec(site: SiteConfig, left_out: Collection[int] = ()) -> str:
+    """What visit.lua needs of each of the site's pools but those `left_out`, as JSON:
+    {id: [version, lease_ms, overflow, probation_ms]}."""
     spec = {
         str(p.id): [p.version, p.lease_seconds * 1000, p.overflow, probation_seconds(p) * 1000]
         for p in site.pools
+        if p.id not in left_out
     }
     return json.dumps(spec, separators=(",", ":"))
 

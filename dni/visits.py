@@ -18,7 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from dni.agents import classify_agent
-from dni.errors import NotFound, RateLimited
+from dni.errors import NotFound, RateLimited, Unavailable
 from dni.pools import (
     MAX_RECLAIM,
     MAX_SHARERS,
@@ -33,6 +33,9 @@ from dni.traffic import Traffic, classify
 
 EVENT_TYPES = ("tel_click",)
 DEFAULT_HEARTBEAT = 60
+# visit.lua calls that may find a pool missing: after the first, Redis gets the pool rebuilt;
+# after the second, a pool still missing is left out of the next.
+RESYNC_ATTEMPTS = 2
 # One network may start this many times the new visits one address may.
 NETWORK_FACTOR = 4
 # "<site id>.<pool ids joined by ->.<random>", e.g. "3.7-9.kQ2Vv0c1Sx6t3BzZ"
@@ -280,23 +283,27 @@ class Visits:
             raise NotFound("visit not found or ended")
 
     def _run(self, site: SiteConfig, mode: str, now: datetime, args: list[Any]) -> Reply:
-        """One visit.lua call in `mode` ("start" or "touch"). A pool Redis lacks is rebuilt
-        from SQL and the call made again (both modes are safe to repeat); a pool still
-        missing then falls back to the shop's number."""
-        common = [mode, to_ms(now), site.session_seconds, self._spec(site), MAX_RECLAIM]
-        call = self._call(site, [*common, MAX_SHARERS, *args])
+        """One visit.lua call in `mode` ("start" or "touch"). When Redis lacks a pool the call
+        changes nothing; the pool is rebuilt from SQL and the call made again, without any
+        pool that could not be rebuilt (its target keeps the shop's number)."""
+        stores, spec, left_out = self.stores, self._spec(site), set[int]()
         with unavailable_on_error():
-            stores = self.stores
-            (raw,) = stores.scripts.run(stores.redis, [call])
-            reply = Reply.read(site, raw)
-            missing = [site.pools_by_id[p] for p, o in reply.leases.items() if o is None]
-            if not missing:
-                return reply
-            for pool in missing:
-                # One rebuild per pool across all callers; False: SQL down or still running.
-                sync_pool_once(stores.redis, stores.scripts, stores.sessions, pool, now)
-            (raw,) = stores.scripts.run(stores.redis, [call])
-            return Reply.read(site, raw)
+            for attempt in range(RESYNC_ATTEMPTS + 1):
+                common = [mode, to_ms(now), site.session_seconds, spec, MAX_RECLAIM, MAX_SHARERS]
+                (raw,) = stores.scripts.run(stores.redis, [self._call(site, [*common, *args])])
+                reply = Reply.read(site, raw)
+                if reply.outcome != "resync":
+                    return reply
+                for pool_id in reply.leases:
+                    pool = site.pools_by_id[pool_id]
+                    # One rebuild per pool across all callers; False: SQL down or still running.
+                    rebuilt = attempt < RESYNC_ATTEMPTS - 1 and sync_pool_once(
+                        stores.redis, stores.scripts, stores.sessions, pool, now
+                    )
+                    if not rebuilt:
+                        left_out.add(pool_id)
+                spec = lease_spec(site, left_out)
+        raise Unavailable("the site's pools kept changing; try again")
 
     def _spec(self, site: SiteConfig) -> str:
         cached = self._specs.get(site.id)

@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
-from sqlalchemy import delete
+from sqlalchemy import Connection, Engine, delete, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni import create_app
@@ -37,6 +37,22 @@ class Clock:
 
     def advance(self, seconds: float) -> None:
         self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture(autouse=True)
+def dispose_engines() -> Iterator[None]:
+    """Dispose every engine a test connected (its own or an app's) when it ends: on PostgreSQL,
+    pooled connections left to the garbage collector raise ResourceWarning, an error here."""
+    connected: set[Engine] = set()
+
+    def remember(connection: Connection) -> None:
+        connected.add(connection.engine)
+
+    event.listen(Engine, "engine_connect", remember)
+    yield
+    event.remove(Engine, "engine_connect", remember)
+    for engine in connected:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session")

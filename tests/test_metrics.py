@@ -153,7 +153,7 @@ def test_gunicorn_workers_metrics_are_summed(
     stale.parent.mkdir()
     stale.write_bytes(b"left from a previous run")
     serve = [str(Path(sys.executable).parent / "dni"), "serve", "--bind", f"127.0.0.1:{port}"]
-    server = subprocess.Popen([*serve, "--workers", "2"], env=env, stderr=subprocess.PIPE)
+    server = subprocess.Popen([*serve, "--workers", "2"], env=env, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
         probes = _wait_until_up(base + "/healthz")

@@ -1,4 +1,4 @@
-"""docs/openapi.yaml describes the app: a valid OpenAPI 3.1 document naming every route and
+"""dni/web/openapi.yaml describes the app: a valid OpenAPI 3.1 document naming every route and
 method the app answers, and nothing it does not; served as /openapi.json."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""docs/openapi.yaml against a live `dni serve` on SQLite, checked by schemathesis.
+"""dni/web/openapi.yaml against a live `dni serve` on SQLite, checked by schemathesis.
 
 The server runs as in production (gunicorn, a private redis-server, a SQLite file) in a
 temporary instance folder, with one site loaded, a read key and a few calls pushed through
@@ -26,7 +26,7 @@ from tests.servers import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-SPEC = ROOT / "docs" / "openapi.yaml"
+SPEC = ROOT / "dni" / "web" / "openapi.yaml"
 CDR_SECRET = "schemathesis-cdr-secret-0123456789"
 # Per operation: about 90 s for the whole test on 2 cores.
 MAX_EXAMPLES = 250

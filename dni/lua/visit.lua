@@ -24,8 +24,11 @@
 -- touch: ARGV[7] visit id, ARGV[8] url ("" keeps the page) -> {"ok", state, leases...} | {"gone"}
 --        A visit replaced by a newer one, or whose lease lapsed, leases again.
 -- event: ARGV[4] visit id, ARGV[5] event id, ARGV[6] event JSON -> {"ok"} | {"gone"}
--- leases: one {pool id, outcome, slot, seq} per pool of the state that the site still has;
---        outcome as lease_slot returns it ("resync": the caller syncs the pool and calls again).
+-- leases: one {pool id, outcome, slot, seq} per pool of the state that ARGV[4] names; outcome
+--        as lease_slot returns it.
+-- Either mode first checks that Redis holds each pool it would lease at ARGV[4]'s version; if
+-- not it changes nothing and returns {"resync", "", {pool id, "resync", 0, 0}...}: the caller
+-- rebuilds those pools and calls again, leaving out of ARGV[4] any it could not rebuild.
 local P = KEYS[1]
 local mode, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local POOL_KEYS = {'meta', 'free', 'busy', 'holders', 'visitors', 'seen', 'stats', 'visits',
@@ -61,6 +64,21 @@ local function save(state, url)
   return encoded
 end
 
+-- Pools of `list` (ids) that ARGV[4] names but Redis does not hold at that version, as
+-- "resync" replies; nil when there are none.
+local function resync(list)
+  local pools = cjson.decode(ARGV[4])
+  local reply = {'resync', ''}
+  for _, pool in ipairs(list) do
+    local spec = pools[tostring(pool)]
+    if spec and redis.call('HGET', P .. 'pool:' .. pool .. ':meta', 'version') ~= spec[1] then
+      table.insert(reply, {pool, 'resync', 0, 0})
+    end
+  end
+  if #reply > 2 then return reply end
+  return nil
+end
+
 -- Lease (or, with renew, only extend) one slot in each of the state's pools; a renew that
 -- finds the visit's lease gone leases anew. Appends {pool, outcome, slot, seq} to `reply`.
 local function lease_pools(state, renew, reply)
@@ -87,6 +105,8 @@ end
 if mode == 'touch' then
   local state = follow(ARGV[7])
   if not state then return {'gone'} end
+  local stale = resync(state.pools)
+  if stale then return stale end
   local encoded = save(state, ARGV[8])
   return lease_pools(state, state.visit == ARGV[7], {'ok', encoded})
 end
@@ -102,7 +122,11 @@ local visitor, url = ARGV[7], ARGV[8]
 local current = redis.call('GET', P .. 'visitor:' .. visitor)
 local state = nil
 if current then state = follow(current) end
-if state and (ARGV[10] ~= '1' or state.fingerprint == ARGV[9]) then
+local continuing = state and (ARGV[10] ~= '1' or state.fingerprint == ARGV[9])
+local fresh = cjson.decode(ARGV[11])
+local stale = resync(continuing and state.pools or fresh.pools)
+if stale then return stale end
+if continuing then
   local encoded = save(state, url)
   return lease_pools(state, false, {'continue', encoded})
 end
@@ -120,7 +144,6 @@ for _, limit in ipairs(limits) do
   redis.call('EXPIRE', limit[1], tonumber(ARGV[15]), 'NX')
 end
 
-local fresh = cjson.decode(ARGV[11])
 redis.call('SET', P .. 'visit:' .. fresh.visit, ARGV[11], 'EX', ttl)
 redis.call('SET', P .. 'visitor:' .. visitor, fresh.visit, 'EX', ttl)
 redis.call('HSET', P .. 'rows', fresh.visit, ARGV[12])

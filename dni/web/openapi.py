@@ -1,4 +1,4 @@
-"""The OpenAPI description of every route: docs/openapi.yaml, served as JSON at /openapi.json.
+"""The OpenAPI description of every route: dni/web/openapi.yaml, served as JSON at /openapi.json.
 
 The file is located relative to the repository, like the snippet build (dni/config.py), and
 parsed once per process.
@@ -13,14 +13,14 @@ from typing import Any
 import yaml
 from flask import Blueprint, Response, jsonify
 
-SPEC = Path(__file__).resolve().parent.parent.parent / "docs" / "openapi.yaml"
+SPEC = Path(__file__).resolve().parent / "openapi.yaml"  # package data
 
 bp = Blueprint("openapi", __name__)
 
 
 @cache
 def read_spec() -> dict[str, Any]:
-    """docs/openapi.yaml as a dict, parsed on first use."""
+    """dni/web/openapi.yaml as a dict, parsed on first use."""
     spec: dict[str, Any] = yaml.safe_load(SPEC.read_text(encoding="utf-8"))
     return spec
 
