@@ -48,7 +48,7 @@ def main() -> None:
 
 @main.command()
 @click.option("--bind", default="127.0.0.1:8000", show_default=True, help="host:port to listen on")
-@click.option("--workers", type=int, default=None, help="gunicorn workers (default 2 per core)")
+@click.option("--workers", type=int, default=None, help="gunicorn workers (default 4 per core)")
 def serve(bind: str, workers: int | None) -> None:
     """Run the service under gunicorn (starting a private Redis if DNI_REDIS_URL is unset)."""
     from dni import create_app

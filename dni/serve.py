@@ -29,17 +29,18 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 
 def gunicorn_defaults(workers: int | None = None) -> dict[str, Any]:
-    """Threaded workers: they keep connections alive and tolerate slow mobile clients.
+    """Sync workers, four per core, behind a buffering proxy (deploy/nginx.conf).
 
-    Four per core: requests mostly wait on Redis, and more processes measured faster than
-    more threads (`dni bench visits`).
+    Chosen by `dni bench visits --sweep` (README, Performance): at 32 connections they gave the
+    best throughput relative to hello-world and the lowest p99, where threaded workers queued
+    more requests than the two cores could serve and timed out on Redis. The price: one
+    request per process at a time and no keep-alive, so a slow client holds a worker unless a
+    proxy buffers it.
     """
     cores = os.cpu_count() or 1
     return {
-        "worker_class": "gthread",
+        "worker_class": "sync",
         "workers": workers or cores * 4,
-        "threads": 4,
-        "keepalive": 5,
         "timeout": 30,
         "graceful_timeout": 10,
         "accesslog": None,

@@ -3,12 +3,15 @@ exactly once; a stopped worker makes a last round."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,7 +25,7 @@ from dni import create_app
 from dni.models import Call, Lease, Visit
 from dni.visits import RateLimit
 from dni.web.runtime import Runtime
-from tests.factories import report_call, start_visit
+from tests.factories import DESKTOP_UA, report_call, start_visit
 
 SHOP = "https://shop.example.cn/"
 PAID = SHOP + "?utm_source=baidu&utm_medium=cpc"
@@ -115,3 +118,50 @@ def test_a_stopped_worker_makes_a_last_round(
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(timeout=30) == 0
     assert count(sessions, Visit) == 1
+
+
+def test_dni_serve_runs_a_worker_beside_gunicorn(
+    sessions: sessionmaker[Session], redis_url: str, database_url: str, tmp_path: Path
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = os.environ | {
+        "DNI_REDIS_URL": redis_url,
+        "DNI_DATABASE_URL": database_url,
+        "DNI_INSTANCE_PATH": str(tmp_path),
+        "DNI_FLUSH_SECONDS": "0.1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "dni",
+        "serve",
+        "--workers",
+        "1",
+        "--bind",
+        f"127.0.0.1:{port}",
+    ]
+    with (tmp_path / "serve.log").open("wb") as log:
+        server = subprocess.Popen(command, env=env, stdout=log, stderr=log)
+        try:
+            body = json.dumps({"site": "shop", "visitor": "visitor-served", "url": PAID}).encode()
+            request = urllib.request.Request(
+                f"http://127.0.0.1:{port}/v1/visits",
+                data=body,
+                headers={"Content-Type": "text/plain", "User-Agent": DESKTOP_UA},
+            )
+
+            def visited() -> bool:
+                try:
+                    with urllib.request.urlopen(request, timeout=2) as answer:
+                        return bool(answer.status == 200)
+                except OSError:
+                    return False
+
+            wait_for(visited)
+            wait_for(lambda: count(sessions, Visit) == 1)  # only a worker writes SQL
+        finally:
+            server.send_signal(signal.SIGTERM)
+            assert server.wait(timeout=60) == 0
+    assert "Traceback" not in (tmp_path / "serve.log").read_text()
