@@ -31,6 +31,10 @@
 -- rebuilds those pools and calls again, leaving out of ARGV[4] any it could not rebuild.
 local P = KEYS[1]
 local mode, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+-- The site's pools, decoded once per call (start and touch only: ARGV[4] is the visit id of an
+-- event).
+local SPEC = nil
+if mode ~= 'event' then SPEC = cjson.decode(ARGV[4]) end
 local POOL_KEYS = {'meta', 'free', 'busy', 'holders', 'visitors', 'seen', 'stats', 'visits',
                    'starts', 'probation'}
 
@@ -67,10 +71,9 @@ end
 -- Pools of `list` (ids) that ARGV[4] names but Redis does not hold at that version, as
 -- "resync" replies; nil when there are none.
 local function resync(list)
-  local pools = cjson.decode(ARGV[4])
   local reply = {'resync', ''}
   for _, pool in ipairs(list) do
-    local spec = pools[tostring(pool)]
+    local spec = SPEC[tostring(pool)]
     if spec and redis.call('HGET', P .. 'pool:' .. pool .. ':meta', 'version') ~= spec[1] then
       table.insert(reply, {pool, 'resync', 0, 0})
     end
@@ -82,10 +85,9 @@ end
 -- Lease (or, with renew, only extend) one slot in each of the state's pools; a renew that
 -- finds the visit's lease gone leases anew. Appends {pool, outcome, slot, seq} to `reply`.
 local function lease_pools(state, renew, reply)
-  local pools = cjson.decode(ARGV[4])
   -- Lua's cjson reads an empty JSON list as an empty table either way.
   for _, pool in ipairs(state.pools) do
-    local spec = pools[tostring(pool)]
+    local spec = SPEC[tostring(pool)]
     if spec then
       local keys = {}
       for i, name in ipairs(POOL_KEYS) do keys[i] = P .. 'pool:' .. pool .. ':' .. name end
