@@ -404,44 +404,48 @@ def profile_requests(scratch: Scratch, requests: int) -> list[Breakdown]:
 
     hello = hello_app()
     hello_client = hello.test_client()
-    results = [_time_wsgi(hello, lambda _i: hello_client.get("/"), "hello world", requests)]
+    redis = app.extensions["dni"].stores.redis
+    steps = [
+        (visits, "classify_agent", "UA parse"),
+        (visits, "classify", "traffic classification"),
+        (visits, "choose_numbers", "traffic classification"),
+        (json, "dumps", "JSON"),
+        (json, "loads", "JSON"),
+        (Scripts, "run", "Redis (one script call)"),
+    ]
+    results = [_time_wsgi(hello, lambda _i: hello_client.get("/"), "hello world", requests, [])]
     for route, send in (("new visit", new_visit), ("heartbeat", heartbeat)):
-        for i in range(200):  # warm up
-            send(10**6 + i)
-        redis = app.extensions["dni"].stores.redis
         redis.config_resetstat()
-        watch = Stopwatch()
-        watch.wrap(visits, "classify_agent", "UA parse")
-        watch.wrap(visits, "classify", "traffic classification")
-        watch.wrap(visits, "choose_numbers", "traffic classification")
-        watch.wrap(json, "dumps", "JSON")
-        watch.wrap(json, "loads", "JSON")
-        watch.wrap(Scripts, "run", "Redis (one script call)")
-        watch.wrap(app, "wsgi_app", WHOLE)  # the request as gunicorn runs it, not the client
-        try:
-            for i in range(requests):
-                assert send(i).status_code == 200
-        finally:
-            watch.restore()
+        timed = _time_wsgi(app, send, route, requests, steps)
         stats = redis.info("commandstats").get("cmdstat_evalsha", {})
-        per = 1e6 / requests
-        steps = {k: v * per for k, v in watch.spent.items() if k != WHOLE}
         lua = float(stats.get("usec", 0)) / requests
-        results.append(Breakdown(route, requests, steps, watch.spent[WHOLE] * per, lua))
+        results.append(Breakdown(route, requests, timed.steps, timed.total, lua))
     return results
 
 
-def _time_wsgi(app: Flask, send: Callable[[int], Any], route: str, requests: int) -> Breakdown:
-    for i in range(200):  # warm up
-        send(i)
+def _time_wsgi(
+    app: Flask,
+    send: Callable[[int], Any],
+    route: str,
+    requests: int,
+    steps: list[tuple[object, str, str]],
+) -> Breakdown:
+    """`requests` calls of `send` after a warm-up, timing `app`'s WSGI call (the request as
+    gunicorn runs it, not the test client) and each (owner, function, step) inside it."""
+    for i in range(200):
+        send(10**6 + i)
     watch = Stopwatch()
+    for owner, name, step in steps:
+        watch.wrap(owner, name, step)
     watch.wrap(app, "wsgi_app", WHOLE)
     try:
         for i in range(requests):
             assert send(i).status_code == 200
     finally:
         watch.restore()
-    return Breakdown(route, requests, {}, watch.spent[WHOLE] * 1e6 / requests, 0.0)
+    per = 1e6 / requests
+    spent = {k: v * per for k, v in watch.spent.items() if k != WHOLE}
+    return Breakdown(route, requests, spent, watch.spent[WHOLE] * per, 0.0)
 
 
 def _print_breakdown(breakdowns: list[Breakdown], echo: Callable[[str], None]) -> None:
