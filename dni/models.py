@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     DateTime,
@@ -69,6 +70,15 @@ class Site(Base):
     twilio_auth_token: Mapped[str | None] = mapped_column(String(200))
     cdr_secret: Mapped[str | None] = mapped_column(String(200))
     keyword_param: Mapped[str | None] = mapped_column(String(64))
+    # The money loop (DESIGN §8), validated by dni.sitefile: amounts in the currency's minor units.
+    currency: Mapped[str] = mapped_column(String(3), default="CNY")
+    # Which visit of a visitor's journey a call credits: last_non_direct, first or last.
+    touch: Mapped[str] = mapped_column(String(16), default="last_non_direct")
+    # A first-time caller made no call to the site in this many days before.
+    unique_caller_days: Mapped[int] = mapped_column(Integer, default=30)
+    rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    fixed_costs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    blocked_callers: Mapped[list[str]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Bumped by every `dni load`; workers re-read a site's snapshot when it changes.
     revision: Mapped[int] = mapped_column(Integer, default=0)
@@ -121,7 +131,8 @@ class TrackingNumber(Base):
 
 
 class SourceNumber(Base):
-    """A static number shown to every visitor of one traffic source: no lease."""
+    """A static number shown to every visitor of one traffic source: no lease. With no target
+    it is an offline channel's (a poster, the radio): never shown, its calls carry its label."""
 
     __tablename__ = "source_numbers"
 
@@ -129,7 +140,7 @@ class SourceNumber(Base):
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), index=True)
     number_e164: Mapped[str] = mapped_column(String(20), index=True)
     extension: Mapped[str] = mapped_column(String(8), default="")
-    target_e164: Mapped[str] = mapped_column(String(20))
+    target_e164: Mapped[str] = mapped_column(String(20))  # "" for an offline channel
     position: Mapped[int] = mapped_column(Integer, default=0)
     match: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
@@ -228,6 +239,8 @@ class Call(Base):
     duration_seconds: Mapped[int] = mapped_column(Integer, default=0)
     status: Mapped[str] = mapped_column(String(16))
     recording_url: Mapped[str] = mapped_column(Text, default="")
+    # The digits the caller pressed in the provider's IVR menu, as its record gives them.
+    ivr: Mapped[str] = mapped_column(String(32), default="")
     # Filled by attribution (dni.attribution); method None until a call has been attributed.
     visit_id: Mapped[str | None] = mapped_column(String(64), ForeignKey("visits.id"))
     attribution_method: Mapped[str | None] = mapped_column(String(16))
@@ -246,6 +259,61 @@ class Call(Base):
     first_time: Mapped[bool | None] = mapped_column(Boolean)
     # Every payload the provider sent about this call, oldest first (kept: nothing is dropped).
     payloads: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    updated_at: Mapped[datetime] = mapped_column()
+    # The latest outcome (dni.outcomes; every one is kept in `outcomes`): "" until one is set.
+    outcome: Mapped[str] = mapped_column(String(16), default="")
+    revenue: Mapped[int] = mapped_column(BigInteger, default=0)  # minor units of the currency
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    order_id: Mapped[str] = mapped_column(String(128), default="")
+    outcome_note: Mapped[str] = mapped_column(Text, default="")
+    outcome_source: Mapped[str] = mapped_column(String(16), default="")
+    outcome_at: Mapped[datetime | None] = mapped_column()
+
+
+class Outcome(Base):
+    """One outcome given to a call, by a rule, the API, an import, an IVR menu or a person."""
+
+    __tablename__ = "outcomes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"), index=True)
+    status: Mapped[str] = mapped_column(String(16))
+    revenue: Mapped[int] = mapped_column(BigInteger, default=0)
+    currency: Mapped[str] = mapped_column(String(3), default="")
+    order_id: Mapped[str] = mapped_column(String(128), default="")
+    note: Mapped[str] = mapped_column(Text, default="")
+    source: Mapped[str] = mapped_column(String(16))  # rule, api, import, ivr or dashboard
+    set_by: Mapped[str] = mapped_column(String(200), default="")  # which rule, key, file, user
+    set_at: Mapped[datetime] = mapped_column()
+
+
+class Cost(Base):
+    """Spend of one day (the site's) on one channel, campaign or keyword, in minor units.
+
+    One row per (site, day, source, medium, campaign, keyword, origin): importing the same
+    report again replaces its amounts, never adds them twice.
+    """
+
+    __tablename__ = "costs"
+    __table_args__ = (
+        UniqueConstraint(
+            "site_id", "day", "source", "medium", "campaign", "keyword", "origin", name="uq_cost"
+        ),
+        Index("ix_costs_site_day", "site_id", "day"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    day: Mapped[date] = mapped_column(Date)
+    source: Mapped[str] = mapped_column(String(200), default="")
+    medium: Mapped[str] = mapped_column(String(200), default="")
+    campaign: Mapped[str] = mapped_column(String(200), default="")
+    keyword: Mapped[str] = mapped_column(String(200), default="")
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    # Where it came from: an import preset (baidu, oceanengine, …) or "manual".
+    origin: Mapped[str] = mapped_column(String(32))
+    note: Mapped[str] = mapped_column(String(200), default="")  # the file or the person
     updated_at: Mapped[datetime] = mapped_column()
 
 
@@ -277,5 +345,7 @@ class ApiKey(Base):
     # None: every site.
     site_id: Mapped[int | None] = mapped_column(ForeignKey("sites.id"))
     can_see_callers: Mapped[bool] = mapped_column(Boolean, default=False)
+    # May set outcomes (PUT /v1/calls/<id>/outcome), not only read.
+    can_write: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column()
     revoked_at: Mapped[datetime | None] = mapped_column()

@@ -108,6 +108,7 @@ class SiteConfig:
     # Secrets as written in the sites file: a literal or an "env:NAME" reference.
     twilio_auth_token: str | None = None
     cdr_secret: str | None = None
+    currency: str = "CNY"
     pools_by_id: Mapping[int, PoolConfig] = field(default_factory=dict)
     # How long a quiet visit lasts: the longest lease of the site's pools.
     session_seconds: int = 1800
@@ -145,6 +146,7 @@ def _snapshot(site: Site, slots: Mapping[int, dict[int, Slot]]) -> SiteConfig:
         forward_to_extension=site.forward_to_extension,
         twilio_auth_token=site.twilio_auth_token,
         cdr_secret=site.cdr_secret,
+        currency=site.currency,
         pools_by_id={p.id: p for p in pools},
         session_seconds=max((p.lease_seconds for p in pools), default=1800),
     )
