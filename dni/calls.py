@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from dni.errors import InvalidInput
 from dni.models import Call
+from dni.outcomes import RuleBook, apply_rules
 from dni.sites import SiteConfig
 
 # Later statuses win; terminal ones (rank 4) are never replaced by earlier progress events.
@@ -62,6 +63,7 @@ class CallRecord:
     duration: int | None = None
     extension: str = ""
     recording_url: str = ""
+    ivr: str = ""  # the digits pressed in the provider's IVR menu
     payload: dict[str, Any] = field(default_factory=dict)
 
 
@@ -105,7 +107,8 @@ def record_call(session: Session, site: SiteConfig, record: CallRecord, now: dat
     """Store or update the call; returns "created", "updated" or "unchanged" (a duplicate).
 
     Safe when the same new call is reported concurrently: one report inserts it, the others
-    find it stored and update it (or leave it unchanged).
+    find it stored and update it (or leave it unchanged). A call already attributed is judged
+    by the site's rules again (its duration or status may have changed).
     """
     call = _stored(session, site, record)
     if call is None:
@@ -121,9 +124,12 @@ def record_call(session: Session, site: SiteConfig, record: CallRecord, now: dat
         call.duration_seconds = max(call.duration_seconds, record.duration)
     if record.recording_url:
         call.recording_url = record.recording_url
+    if record.ivr:
+        call.ivr = record.ivr
     call.started_at = min(call.started_at, record.started_at)
     call.payloads = [*call.payloads, record.payload]
     call.updated_at = now
+    apply_rules(session, RuleBook.of(site), [call], now)
     return "updated"
 
 
@@ -173,6 +179,7 @@ def _insert(session: Session, site: SiteConfig, record: CallRecord, now: datetim
         "duration_seconds": record.duration or 0,
         "status": record.status,
         "recording_url": record.recording_url,
+        "ivr": record.ivr,
         "attribution_candidates": [],
         "attribution_signals": {},
         "payloads": [record.payload] if record.payload else [],

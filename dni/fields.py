@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from dni.errors import DniError, InvalidInput
+from dni.money import to_minor
 from dni.phones import to_e164
 
 MAX_URL = 2048
@@ -286,6 +287,25 @@ class Fields:
         except ValueError as exc:  # its message quotes the number
             self.fail(name, str(exc))
             return ""
+
+    def amount(self, name: str, currency: str, *, required: bool = True) -> int | None:
+        """Money written in major units ("1,234.50", 1234.5) as minor units of `currency`,
+        at least 0; None if missing or bad."""
+        value = self.given(name, required)
+        if value is None:
+            return None
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            self.refuse(name, "must be an amount such as 1234.50", value)
+            return None
+        try:
+            minor = to_minor(value, currency)
+        except ValueError as exc:
+            self.fail(name, str(exc))
+            return None
+        if minor < 0:
+            self.refuse(name, "must not be negative", value)
+            return None
+        return minor
 
     def url(self, name: str, *, required: bool = True) -> str:
         """An absolute http(s) URL with a host, at most MAX_URL characters; "" if bad."""

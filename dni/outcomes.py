@@ -7,8 +7,12 @@ or what set each. Rules never replace an outcome a person or system gave explici
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 from sqlalchemy.orm import Session
 
@@ -22,6 +26,17 @@ SOURCES = ("rule", "api", "import", "ivr", "dashboard")
 # Given by a person or their systems: rules and IVR menus never replace these.
 EXPLICIT = ("api", "import", "dashboard")
 MAX_NOTE = 2000
+# Which visit of a visitor's journey a call credits (DESIGN §8).
+TOUCHES = ("last_non_direct", "first", "last")
+# A site with no `[[site.rule]]` of its own: what dni 0.1 called qualified.
+DEFAULT_RULES: tuple[Mapping[str, Any], ...] = (
+    {
+        "name": "answered for 60 s or more",
+        "when": {"answered": True, "min_duration": 60},
+        "set": {"status": "qualified"},
+    },
+)
+LABEL = ("source", "medium", "campaign")
 
 
 @dataclass(frozen=True)
@@ -64,3 +79,120 @@ def set_outcome(
     call.order_id, call.outcome_note = given.order_id, given.note
     call.outcome_source, call.outcome_at = source, now
     return True
+
+
+class MoneySettings(Protocol):
+    """A site's settings that rules read: a `Site` row or a `SiteConfig` snapshot."""
+
+    @property
+    def rules(self) -> Sequence[Mapping[str, Any]]: ...
+    @property
+    def blocked_callers(self) -> Any: ...  # a list or set of E.164 numbers
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def currency(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class RuleBook:
+    """A site's rules (first match wins) and block list, ready to judge its calls."""
+
+    rules: tuple[Mapping[str, Any], ...]
+    blocked: frozenset[str]
+    zone: ZoneInfo
+    currency: str
+
+    @classmethod
+    def of(cls, site: MoneySettings) -> RuleBook:
+        rules = tuple(site.rules) or DEFAULT_RULES
+        return cls(rules, frozenset(site.blocked_callers), ZoneInfo(site.timezone), site.currency)
+
+
+def _facts(call: Call, zone: ZoneInfo) -> dict[str, Any]:
+    return {
+        "answered": call.status == "completed" and call.duration_seconds > 0,
+        "duration": call.duration_seconds,
+        "first_time": call.first_time,
+        "source": call.source.lower(),
+        "medium": call.medium.lower(),
+        "campaign": call.campaign.lower(),
+        "keyword": call.keyword.lower(),
+        "region": call.caller_region.lower(),
+        "ivr": call.ivr.lower(),
+        "hour": call.started_at.astimezone(zone).hour,
+    }
+
+
+def matches(when: Mapping[str, Any], facts: Mapping[str, Any]) -> bool:
+    """Whether a call's facts meet every condition of a rule (patterns may use * and ?)."""
+    for name, wanted in when.items():
+        if name in ("answered", "first_time"):
+            if facts[name] is not wanted:
+                return False
+        elif name == "min_duration":
+            if facts["duration"] < wanted:
+                return False
+        elif name == "max_duration":
+            if facts["duration"] > wanted:
+                return False
+        elif name == "hour":
+            if facts["hour"] not in wanted:
+                return False
+        elif not any(fnmatch.fnmatchcase(facts[name], pattern) for pattern in wanted):
+            return False
+    return True
+
+
+def apply_rules(session: Session, book: RuleBook, calls: Sequence[Call], now: datetime) -> int:
+    """Judge attributed calls by their site's rules; returns how many outcomes changed.
+
+    A rule that sets a label (the IVR's "press 1 for the Baidu offer") relabels a call no visit
+    was credited with; the first rule that sets a status gives the outcome, unless a person or
+    their systems gave one (`EXPLICIT`). A blocked caller's call is spam before any rule.
+    """
+    changed = 0
+    for call in calls:
+        if call.attribution_method is None:
+            continue  # judged once attribution has credited it
+        facts = _facts(call, book.zone)
+        labelled = _relabel(book, call, facts)
+        if call.outcome_source in EXPLICIT:
+            continue
+        given, source, set_by = _judge(book, call, facts)
+        if given is None and not call.outcome_source:
+            continue  # nothing matched and nothing was ever set
+        given = given or OutcomeInput("none")
+        changed += set_outcome(session, call, given, source, set_by, now) or labelled
+    return changed
+
+
+def _relabel(book: RuleBook, call: Call, facts: dict[str, Any]) -> bool:
+    if call.visit_id is not None:
+        return False  # a visit's click is better evidence than a menu choice
+    for rule in book.rules:
+        label = {k: v for k, v in rule["set"].items() if k in LABEL}
+        if label and matches(rule["when"], facts):
+            if all(getattr(call, k) == v for k, v in label.items()):
+                return False
+            for name, value in label.items():
+                setattr(call, name, value)
+                facts[name] = value.lower()
+            call.attribution_signals = {**call.attribution_signals, "label_rule": rule["name"]}
+            return True
+    return False
+
+
+def _judge(
+    book: RuleBook, call: Call, facts: Mapping[str, Any]
+) -> tuple[OutcomeInput | None, str, str]:
+    """The outcome the rules give a call, the kind of source and which rule."""
+    if call.caller_e164 in book.blocked:
+        return OutcomeInput("spam"), "rule", "block list"
+    for rule in book.rules:
+        effect = rule["set"]
+        if "status" in effect and matches(rule["when"], facts):
+            revenue = effect.get("revenue", 0)
+            given = OutcomeInput(effect["status"], revenue, book.currency if revenue else "")
+            return given, "ivr" if "ivr" in rule["when"] else "rule", rule["name"]
+    return None, "rule", "no rule matched"

@@ -1,19 +1,22 @@
-"""Reads for marketers: calls with their credited visit, and call reports by dimension.
+"""Reads for marketers: calls with their credited visit and outcome, and call reports with
+money (DESIGN §6.4, §8) by dimension.
 
 Days are the site's own (`from`/`to` inclusive, in its time zone); caller numbers are masked
-unless the API key may see them.
+unless the API key may see them. Money is kept in minor units and shown in major ones, in the
+site's currency. ROI = (revenue − cost) / cost, in percent; null where there is no cost.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
+    Float,
     Integer,
     case,
     cast,
@@ -26,14 +29,29 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from dni.models import Call, Visit, VisitCount
+from dni.fixedcosts import FixedCosts
+from dni.models import Call, Cost, Visit, VisitCount
+from dni.money import to_major
+from dni.outcomes import LEADS, QUALIFIED
 from dni.sites import SiteConfig
-from dni.visitcounts import spans
+from dni.visitcounts import CHANNEL_JOIN, spans
 
-# Answered calls at least this long count as qualified leads.
-QUALIFIED_SECONDS = 60
-DIMENSIONS = ("keyword", "source", "medium", "campaign", "landing_page", "device", "region", "hour")
-COLUMNS = ("visits", "calls", "answered", "first_time", "qualified")
+DIMENSIONS = (
+    *("keyword", "source", "medium", "campaign", "channel"),
+    *("landing_page", "device", "region", "hour"),
+)
+COUNTS = ("calls", "answered", "first_time", "qualified", "leads", "sales", "spam")
+COLUMNS = (
+    *("visits", *COUNTS),
+    *("revenue", "estimated_value", "cost", "cost_per_call", "cost_per_lead"),
+    *("conversion_rate", "roi"),
+)
+# Ad spend is known by these only (a console reports it per campaign and keyword, not per
+# landing page, device, region or hour): the others show cost and ROI as null.
+SPEND_DIMENSIONS = ("keyword", "source", "medium", "campaign", "channel")
+# An open lead is worth what the channel's leads of this many days before the period's end
+# returned: conversion rate (sales / leads) × average order value = sales' revenue / leads.
+ESTIMATE_DAYS = 90
 REPORT_WORK_MEM = "64MB"
 
 
@@ -96,7 +114,26 @@ def _call_json(call: Call, visit: Visit | None, zone: ZoneInfo, show: bool) -> d
         },
         "source": call.source,
         "medium": call.medium,
+        "campaign": call.campaign,
+        "keyword": call.keyword,
+        "ivr": call.ivr or None,
+        "outcome": outcome_json(call, zone),
         "visit": None if visit is None else _visit_json(visit, zone),
+    }
+
+
+def outcome_json(call: Call, zone: ZoneInfo) -> dict[str, Any] | None:
+    """The call's latest outcome, None before any was set."""
+    if not call.outcome_source:
+        return None
+    return {
+        "status": call.outcome,
+        "revenue": call.revenue,  # minor units, as the API takes it
+        "currency": call.currency or None,
+        "order_id": call.order_id or None,
+        "note": call.outcome_note or None,
+        "source": call.outcome_source,
+        "set_at": call.outcome_at.astimezone(zone).isoformat() if call.outcome_at else None,
     }
 
 
@@ -122,98 +159,188 @@ CALL_COLUMNS: dict[str, Any] = {
     "source": Call.source,
     "medium": Call.medium,
     "campaign": Call.campaign,
+    "channel": Call.source + literal(CHANNEL_JOIN) + Call.medium,
     "landing_page": Call.landing_page,
     "device": Call.device,
     "region": Call.caller_region,
 }
+COST_COLUMNS: dict[str, Any] = {
+    "keyword": Cost.keyword,
+    "source": Cost.source,
+    "medium": Cost.medium,
+    "campaign": Cost.campaign,
+    "channel": Cost.source + literal(CHANNEL_JOIN) + Cost.medium,
+}
+ANSWERED = (Call.status == "completed") & (Call.duration_seconds > 0)
+SPAM = Call.outcome == "spam"
+OPEN_LEAD = Call.outcome.in_(("lead", "qualified"))
 
 
 def _count(condition: ColumnElement[bool]) -> Any:
     return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
 
 
-def _calls_by(key: Any, site: SiteConfig, when: Period) -> Any:
-    answered = (Call.status == "completed") & (Call.duration_seconds > 0)
-    return (
-        select(
-            key.label("value"),
-            func.count().label("calls"),
-            _count(answered).label("answered"),
-            _count(Call.first_time.is_(True)).label("first_time"),
-            _count(answered & (Call.duration_seconds >= QUALIFIED_SECONDS)).label("qualified"),
-        )
-        .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
-        .group_by(key)
-        .subquery()
-    )
+def _sum(condition: ColumnElement[bool], value: Any) -> Any:
+    return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
+
+
+@dataclass
+class Row:
+    """One report row while it is assembled, money in minor units."""
+
+    value: Any
+    visits: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    revenue: int = 0
+    estimated: float = 0.0
+    spend: int = 0  # ad spend and fixed costs
+
+    def add(self, other: Row) -> None:
+        self.visits += other.visits
+        for name, n in other.counts.items():
+            self.counts[name] += n
+        self.revenue += other.revenue
+        self.estimated += other.estimated
+        self.spend += other.spend
+
+
+class Rows(dict[Any, Row]):
+    def at(self, value: Any) -> Row:
+        if value not in self:
+            self[value] = Row(value)
+        return self[value]
 
 
 def call_report(
     session: Session, site: SiteConfig, when: Period, dimension: str
 ) -> list[dict[str, Any]]:
-    """Visits, calls, answered, first-time and qualified calls per value of `dimension`, most
-    calls first.
+    """Visits, calls, outcomes, revenue, cost and ROI per value of `dimension`, most calls
+    first. Spam is counted apart and in nothing else.
 
-    One query, grouped, joined and sorted by the database: calls carry their credited traffic
-    (copied by attribution), visits are read from their counts (dni.visitcounts), never counted.
+    Calls carry their credited traffic and latest outcome (copied there by attribution and
+    dni.outcomes); visits are read from their counts (dni.visitcounts), never counted; ad
+    spend from `costs`; fixed costs (`[[site.cost]]`) are spread over the calls they are for.
     """
-    if session.get_bind().dialect.name == "postgresql":
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
         # For this transaction only: room to hash tens of thousands of keywords in memory, and
         # no JIT, whose compiling (set off by the join's row estimate) cost more than the query.
         session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
-    if dimension == "hour":
-        return _hour_report(session, site, when)
-    calls = _calls_by(CALL_COLUMNS[dimension], site, when)
-    counts = [calls.c.calls, calls.c.answered, calls.c.first_time, calls.c.qualified]
-    if dimension == "region":  # visits have no caller region
-        query = select(calls.c.value, literal(0), *counts)
-    else:
-        visits = _visit_counts(site, when, dimension)
-        query = select(
-            func.coalesce(calls.c.value, visits.c.value),
-            func.coalesce(visits.c.visits, 0),
-            *(func.coalesce(c, 0) for c in counts),
-        ).select_from(calls.join(visits, calls.c.value == visits.c.value, full=True))
-    by_value, by_visits, by_calls, by_answered = list(query.selected_columns)[:4]
-    ordered = query.order_by(by_calls.desc(), by_answered.desc(), by_visits.desc(), by_value)
-    return [
-        {
-            dimension: value,
-            "visits": int(visits),
-            "calls": calls,
-            "answered": answered,
-            "first_time": first_time,
-            "qualified": qualified,
-        }
-        for value, visits, calls, answered, first_time, qualified in session.execute(ordered)
-    ]
-
-
-def _hour_report(session: Session, site: SiteConfig, when: Period) -> list[dict[str, Any]]:
-    """By hour of the site's day. The database groups calls by quarter hour (every time zone is
-    a whole number of quarters from UTC), each quarter is put in its local hour here."""
-    if session.get_bind().dialect.name == "postgresql":
-        origin: Any = literal_column("TIMESTAMPTZ '2000-01-01 00:00+00'")
-        quarter = func.date_bin(literal_column("INTERVAL '15 minutes'"), Call.started_at, origin)
-    else:  # SQLite keeps UTC timestamps as text
-        seconds = cast(func.strftime("%s", Call.started_at), Integer)
-        quarter = func.datetime(seconds / 900 * 900, "unixepoch")
-    rows: dict[int, dict[str, int]] = defaultdict(lambda: dict.fromkeys(COLUMNS, 0))
-    calls = _calls_by(quarter, site, when)
-    for at, *counts in session.execute(select(calls)):
-        start = at if isinstance(at, datetime) else datetime.fromisoformat(at)
-        row = rows[start.replace(tzinfo=start.tzinfo or UTC).astimezone(when.zone).hour]
-        for name, n in zip(COLUMNS[1:], counts, strict=True):
-            row[name] += n
-    visits = _visit_counts(site, when, "hour")
-    for hour, n in session.execute(select(visits)):
-        rows[hour]["visits"] = int(n)
+    rows = Rows()
+    fees = FixedCosts(site, when)
+    key = _quarter(dialect) if dimension == "hour" else CALL_COLUMNS[dimension]
+    for value, row in _calls(session, site, when, key, fees).items():
+        rows.at(_local_hour(value, when) if dimension == "hour" else value).add(row)
+    if dimension != "region":  # visits have no caller region
+        for value, n in session.execute(select(_visit_counts(site, when, dimension))):
+            rows.at(value).visits += int(n)
+    if dimension in SPEND_DIMENSIONS:
+        spend = select(COST_COLUMNS[dimension], func.sum(Cost.amount)).where(
+            Cost.site_id == site.id, Cost.day >= when.first, Cost.day <= when.last
+        )
+        for value, amount in session.execute(spend.group_by(COST_COLUMNS[dimension])):
+            rows.at(value).spend += int(amount)
+        for value, amount in fees.monthly_shares(session, dimension, key):
+            rows.at(value).spend += amount
     ordered = sorted(
-        rows.items(),
-        key=lambda item: (-item[1]["calls"], -item[1]["answered"], -item[1]["visits"], item[0]),
+        rows.values(),
+        key=lambda r: (-r.counts["calls"], -r.counts["answered"], -r.visits, str(r.value)),
     )
-    return [{"hour": hour, **counts} for hour, counts in ordered]
+    costed = dimension in SPEND_DIMENSIONS
+    return [{dimension: r.value, **report_columns(r, site.currency, costed)} for r in ordered]
+
+
+def report_columns(row: Row, currency: str, costed: bool = True) -> dict[str, Any]:
+    """A row's figures: counts, then money in major units, rates in percent."""
+    counts = row.counts
+    cost = row.spend if costed else None
+
+    def per(n: int) -> float | None:
+        return to_major(round(cost / n), currency) if cost is not None and n else None
+
+    return {
+        "visits": row.visits,
+        **counts,
+        "revenue": to_major(row.revenue, currency),
+        "estimated_value": to_major(round(row.estimated), currency),
+        "cost": to_major(cost, currency),
+        "cost_per_call": per(counts["calls"]),
+        "cost_per_lead": per(counts["leads"]),
+        "conversion_rate": (
+            round(100 * counts["sales"] / counts["leads"], 1) if counts["leads"] else None
+        ),
+        "roi": round(100 * (row.revenue - cost) / cost, 1) if cost else None,
+    }
+
+
+def _calls(
+    session: Session, site: SiteConfig, when: Period, key: Any, fees: FixedCosts
+) -> dict[Any, Row]:
+    """Calls by `key`: counts, revenue, the estimated value of open leads and the per-call
+    fixed costs, in one pass over the period's calls."""
+    rates = _lead_values(site, when)
+    counted = ~SPAM
+    per_call = fees.per_call_columns(counted & ANSWERED)
+    query = (
+        select(
+            key.label("value"),
+            _count(counted),
+            _count(counted & ANSWERED),
+            _count(counted & Call.first_time.is_(True)),
+            _count(Call.outcome.in_(QUALIFIED)),
+            _count(Call.outcome.in_(LEADS)),
+            _count(Call.outcome == "sale"),
+            _count(SPAM),
+            _sum(Call.outcome.in_(LEADS), Call.revenue),
+            _sum(OPEN_LEAD, func.coalesce(rates.c.value, 0)),
+            *per_call,
+        )
+        .outerjoin(rates, (rates.c.source == Call.source) & (rates.c.medium == Call.medium))
+        .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
+        .group_by(key)
+    )
+    found: dict[Any, Row] = {}
+    for value, *figures in session.execute(query):
+        counts, (revenue, estimated, *fixed) = figures[: len(COUNTS)], figures[len(COUNTS) :]
+        row = Row(value, counts=dict(zip(COUNTS, map(int, counts), strict=True)))
+        row.revenue, row.estimated = int(revenue), float(estimated)
+        row.spend = fees.per_call_amount(fixed)
+        found[value] = row
+    return found
+
+
+def _lead_values(site: SiteConfig, when: Period) -> Any:
+    """What an open lead of each channel is worth in minor units: its leads' booked revenue of
+    the ESTIMATE_DAYS before the period's end over their number."""
+    since = when.end - timedelta(days=ESTIMATE_DAYS)
+    leads = func.sum(case((Call.outcome.in_(LEADS), 1), else_=0))
+    sold = func.sum(case((Call.outcome == "sale", Call.revenue), else_=0))
+    return (
+        select(
+            Call.source.label("source"),
+            Call.medium.label("medium"),
+            (cast(sold, Float) / func.nullif(leads, 0)).label("value"),
+        )
+        .where(Call.site_id == site.id, Call.started_at >= since, Call.started_at < when.end)
+        .group_by(Call.source, Call.medium)
+        .subquery()
+    )
+
+
+def _quarter(dialect: str) -> Any:
+    """A call's start by quarter hour (every time zone is a whole number of quarters from UTC):
+    the database groups by it, each quarter is then put in its local hour."""
+    if dialect == "postgresql":
+        origin: Any = literal_column("TIMESTAMPTZ '2000-01-01 00:00+00'")
+        return func.date_bin(literal_column("INTERVAL '15 minutes'"), Call.started_at, origin)
+    seconds = cast(func.strftime("%s", Call.started_at), Integer)  # SQLite keeps UTC as text
+    return func.datetime(seconds / 900 * 900, "unixepoch")
+
+
+def _local_hour(at: Any, when: Period) -> int:
+    start = at if isinstance(at, datetime) else datetime.fromisoformat(at)
+    return start.replace(tzinfo=start.tzinfo or UTC).astimezone(when.zone).hour
 
 
 def _visit_counts(site: SiteConfig, when: Period, dimension: str) -> Any:

@@ -10,7 +10,8 @@ import re
 import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import select
@@ -20,6 +21,8 @@ from dni import visitcounts
 from dni.errors import ConfigError
 from dni.fields import Fields
 from dni.models import Pool, Site, SourceNumber, TrackingNumber
+from dni.money import minor_digits
+from dni.outcomes import STATUSES, TOUCHES
 from dni.phones import is_valid_region
 from dni.sites import MATCH_FIELDS
 
@@ -46,6 +49,12 @@ NO_DOMAINS = "list the host names allowed to use the snippet"
 NOT_STRINGS = "must be a string or a list of strings"
 
 SITE_KEYS = {
+    "currency",
+    "touch",
+    "unique_caller_days",
+    "rule",
+    "cost",
+    "block",
     "key",
     "name",
     "domains",
@@ -69,7 +78,18 @@ POOL_KEYS = {
     "heartbeat_seconds",
     "overflow",
 }
-SOURCE_KEYS = {"number", "extension", "target", "match"}
+SOURCE_KEYS = {"number", "extension", "target", "match", *("source", "medium", "campaign")}
+LABEL = ("source", "medium", "campaign")
+CURRENCY = re.compile(r"[A-Z]{3}")
+RULE_KEYS = {"name", "when", "set"}
+RULE_TEXTS = ("source", "medium", "campaign", "keyword", "region", "ivr")
+WHEN_KEYS = {"answered", "first_time", "min_duration", "max_duration", "hour", *RULE_TEXTS}
+SET_KEYS = {"status", "value", *LABEL}
+COST_RATES = ("monthly", "per_minute", "per_answered_call")
+COST_KEYS = {"name", *COST_RATES, "number", "pool", *LABEL, "since", "until"}
+HOURS = re.compile(r"(?P<low>[0-9]{1,2})(?:-(?P<high>[0-9]{1,2}))?")
+FIRST_DAY, LAST_DAY = date(2000, 1, 1), date(2099, 12, 31)
+MAX_BLOCKED = 100_000
 
 
 @dataclass(frozen=True)
@@ -93,6 +113,19 @@ class SourceSpec:
 
 
 @dataclass(frozen=True)
+class MoneySpec:
+    """What turns a site's calls into money (DESIGN §8), as stored on the site: rules and
+    fixed costs as plain JSON that dni.outcomes and dni.reports read."""
+
+    currency: str = "CNY"
+    touch: str = "last_non_direct"
+    unique_caller_days: int = 30
+    rules: tuple[dict[str, Any], ...] = ()
+    fixed_costs: tuple[dict[str, Any], ...] = ()
+    blocked_callers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class SiteSpec:
     key: str
     name: str
@@ -106,6 +139,7 @@ class SiteSpec:
     keyword_param: str | None
     pools: tuple[PoolSpec, ...]
     source_numbers: tuple[SourceSpec, ...]
+    money: MoneySpec = MoneySpec()
 
 
 @dataclass
@@ -170,6 +204,7 @@ def _parse_site(key: str, site: Fields) -> SiteSpec:
     forward_to, forward_extension = _forward(site, country)
     pools = _tables(site, "pool", "must be [[site.pool]] tables", "name")
     sources = _tables(site, "source_number", "must be [[site.source_number]] tables")
+    pool_names = {name for name, _ in pools}
     return SiteSpec(
         key=key,
         name=site.text("name", max_len=200, required=False) or key,
@@ -183,7 +218,118 @@ def _parse_site(key: str, site: Fields) -> SiteSpec:
         keyword_param=site.text("keyword_param", max_len=64, required=False, pattern=PARAM) or None,
         pools=tuple(_parse_pool(name, pool, country) for name, pool in pools),
         source_numbers=tuple(_parse_source(source, country) for _, source in sources),
+        money=_parse_money(site, country, pool_names),
     )
+
+
+def _parse_money(site: Fields, country: str, pools: set[str]) -> MoneySpec:
+    currency = site.text("currency", max_len=3, required=False, pattern=CURRENCY) or "CNY"
+    rules = _tables(site, "rule", "must be [[site.rule]] tables")
+    costs = _tables(site, "cost", "must be [[site.cost]] tables")
+    blocked = site.each("block", single=True, message="must be a list of phone numbers")
+    if len(blocked.data) > MAX_BLOCKED:
+        site.fail("block", f"more than {MAX_BLOCKED} numbers")
+    return MoneySpec(
+        currency=currency,
+        touch=site.one_of("touch", TOUCHES, default="last_non_direct"),
+        unique_caller_days=site.integer("unique_caller_days", low=1, high=3650, default=30),
+        rules=tuple(_parse_rule(int(i), rule, currency) for i, rule in rules),
+        fixed_costs=tuple(_parse_cost(int(i), cost, currency, country, pools) for i, cost in costs),
+        blocked_callers=tuple(
+            sorted({e164 for at in blocked.data if (e164 := blocked.phone(at, country))})
+        ),
+    )
+
+
+def _parse_rule(position: int, rule: Fields, currency: str) -> dict[str, Any]:
+    """A `[[site.rule]]`: conditions on a call (`when`) and the outcome or label it `set`s."""
+    rule.unknown(RULE_KEYS)
+    when_raw, set_raw = rule.data.get("when", {}), rule.data.get("set")
+    if not isinstance(when_raw, dict):
+        rule.refuse("when", "must be a table of conditions", when_raw)
+        when_raw = {}
+    if not isinstance(set_raw, dict) or not set_raw:
+        rule.refuse(
+            "set", "must be a table: status (and value) and/or source, medium, campaign", set_raw
+        )
+        set_raw = {}
+    when, done = rule.within("when", when_raw), rule.within("set", set_raw)
+    when.unknown(WHEN_KEYS, f"unknown condition; use one of {', '.join(sorted(WHEN_KEYS))}")
+    done.unknown(SET_KEYS, f"unknown effect; use one of {', '.join(sorted(SET_KEYS))}")
+    conditions: dict[str, Any] = {}
+    for name in ("answered", "first_time"):
+        if name in when_raw:
+            conditions[name] = when.boolean(name)
+    for name in ("min_duration", "max_duration"):
+        if name in when_raw:
+            conditions[name] = when.integer(name, low=0, high=86_400, default=0)
+    for name in RULE_TEXTS:
+        if name in when_raw:
+            listed = when.each(name, required=True, single=True, message=NOT_STRINGS)
+            conditions[name] = [
+                text.lower() for at in listed.data if (text := listed.text(at, max_len=200))
+            ]
+    if "hour" in when_raw:
+        conditions["hour"] = _hours(when.each("hour", required=True, single=True))
+    effect: dict[str, Any] = {}
+    if "status" in set_raw:
+        effect["status"] = done.one_of("status", STATUSES)
+    if "value" in set_raw:
+        if "status" not in set_raw:
+            done.fail("value", "a value needs a status (sale, lead …) to belong to")
+        effect["revenue"] = done.amount("value", currency) or 0
+    for name in LABEL:
+        if name in set_raw:
+            effect[name] = done.text(name, max_len=200)
+    return {
+        "name": rule.text("name", max_len=100, required=False) or f"rule {position + 1}",
+        "when": conditions,
+        "set": effect,
+    }
+
+
+def _hours(items: Fields) -> list[int]:
+    """Hours of the site's day: 9, "9-17" (inclusive) or "22-2" (across midnight)."""
+    hours: set[int] = set()
+    for at, value in items.data.items():
+        written = str(value) if isinstance(value, int | str) and not isinstance(value, bool) else ""
+        found = HOURS.fullmatch(written)
+        low = int(found["low"]) if found else -1
+        high = int(found["high"]) if found and found["high"] else low
+        if not (0 <= low <= 23 and 0 <= high <= 23):
+            items.refuse(at, 'must be an hour 0-23 or a range "9-17"', value)
+            continue
+        hours.update(range(low, high + 1) if low <= high else [*range(low, 24), *range(high + 1)])
+    return sorted(hours)
+
+
+def _parse_cost(
+    position: int, cost: Fields, currency: str, country: str, pools: set[str]
+) -> dict[str, Any]:
+    """A `[[site.cost]]`: a fixed cost (monthly fee, per-minute rate, labour per answered
+    call) and what it is for: a number, a pool, a channel label, or the whole site."""
+    cost.unknown(COST_KEYS)
+    rates = [name for name in COST_RATES if name in cost.data]
+    if len(rates) != 1:
+        cost.fail("monthly", f"give exactly one of {', '.join(COST_RATES)}")
+    kind = rates[0] if rates else "monthly"
+    pool = cost.text("pool", max_len=64, required=False)
+    if pool and pool not in pools:
+        cost.fail("pool", f"no pool {pool!r} in this site")
+    since = cost.day("since", first=FIRST_DAY, last=LAST_DAY) if "since" in cost.data else None
+    until = cost.day("until", first=FIRST_DAY, last=LAST_DAY) if "until" in cost.data else None
+    if since and until and until < since:
+        cost.fail("until", "must be on or after since")
+    return {
+        "name": cost.text("name", max_len=100, required=False) or f"cost {position + 1}",
+        "kind": kind,
+        "amount": cost.amount(kind, currency) or 0,
+        "number": cost.phone("number", country, required=False),
+        "pool": pool,
+        **{name: cost.text(name, max_len=200, required=False) for name in LABEL},
+        "since": since.isoformat() if since else "",
+        "until": until.isoformat() if until else "",
+    }
 
 
 def _secret(site: Fields, name: str) -> str | None:
@@ -254,12 +400,21 @@ def _parse_pool(name: str, pool: Fields, country: str) -> PoolSpec:
 
 
 def _parse_source(source: Fields, country: str) -> SourceSpec:
+    """A web source number (`target` and `match`), or an offline channel's (a poster, the
+    radio: no target, its own `source`/`medium`/`campaign` label and no website)."""
     source.unknown(SOURCE_KEYS)
+    labelled = [name for name in LABEL if name in source.data]
+    if labelled and ("target" in source.data or "match" in source.data):
+        source.fail(labelled[0], "an offline number has a label and no target or match")
+    if labelled:
+        label = {name: [source.text(name, max_len=200)] for name in labelled}
+        if "source" not in label:
+            source.fail("source", "required for an offline number")
     return SourceSpec(
         number_e164=source.phone("number", country),
         extension=source.text("extension", max_len=8, required=False, pattern=EXTENSION),
-        target_e164=source.phone("target", country),
-        match=_match(source),
+        target_e164="" if labelled else source.phone("target", country),
+        match=label if labelled else _match(source),
     )
 
 
@@ -361,6 +516,12 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
         site.twilio_auth_token = spec.twilio_auth_token
         site.cdr_secret = spec.cdr_secret
         site.keyword_param = spec.keyword_param
+        site.currency = spec.money.currency
+        site.touch = spec.money.touch
+        site.unique_caller_days = spec.money.unique_caller_days
+        site.rules = list(spec.money.rules)
+        site.fixed_costs = list(spec.money.fixed_costs)
+        site.blocked_callers = list(spec.money.blocked_callers)
         site.active = True
         site.revision = (site.revision or 0) + 1
         _load_pools(site, spec, now, report)
@@ -494,14 +655,44 @@ def _export_site(site: Site) -> dict[str, Any]:
         "keyword_param": site.keyword_param,
     }
     out.update({k: v for k, v in optional.items() if v})
+    out.update(currency=site.currency, touch=site.touch, unique_caller_days=site.unique_caller_days)
+    if site.blocked_callers:
+        out["block"] = list(site.blocked_callers)
     out["pool"] = [_export_pool(p) for p in site.pools if p.active]
-    out["source_number"] = [
-        {"number": s.number_e164, "target": s.target_e164, "match": s.match or "*"}
-        | ({"extension": s.extension} if s.extension else {})
-        for s in site.source_numbers
-        if s.active
-    ]
+    out["source_number"] = [_export_source(s) for s in site.source_numbers if s.active]
+    out["rule"] = [_export_rule(rule, site.currency) for rule in site.rules]
+    out["cost"] = [_export_cost(cost, site.currency) for cost in site.fixed_costs]
     return out
+
+
+def _export_source(source: SourceNumber) -> dict[str, Any]:
+    out: dict[str, Any] = {"number": source.number_e164}
+    if source.extension:
+        out["extension"] = source.extension
+    if source.target_e164:
+        return out | {"target": source.target_e164, "match": source.match or "*"}
+    return out | {name: values[0] for name, values in source.match.items()}  # offline label
+
+
+def _export_rule(rule: dict[str, Any], currency: str) -> dict[str, Any]:
+    effect = dict(rule["set"])
+    if "revenue" in effect:
+        effect["value"] = _major(effect.pop("revenue"), currency)
+    return {"name": rule["name"], "when": rule["when"], "set": effect}
+
+
+def _export_cost(cost: dict[str, Any], currency: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"name": cost["name"], cost["kind"]: _major(cost["amount"], currency)}
+    for name in ("number", "pool", *LABEL):
+        if cost[name]:
+            out[name] = cost[name]
+    out.update({name: cost[name] for name in ("since", "until") if cost[name]})
+    return out
+
+
+def _major(minor: int, currency: str) -> str:
+    digits = minor_digits(currency)
+    return f"{Decimal(minor).scaleb(-digits):.{digits}f}"
 
 
 def _export_pool(pool: Pool) -> dict[str, Any]:

@@ -109,6 +109,12 @@ class SiteConfig:
     twilio_auth_token: str | None = None
     cdr_secret: str | None = None
     currency: str = "CNY"
+    # The money loop (DESIGN §8) as dni.sitefile stored it; read by dni.outcomes, dni.reports.
+    touch: str = "last_non_direct"
+    unique_caller_days: int = 30
+    rules: tuple[Mapping[str, Any], ...] = ()
+    fixed_costs: tuple[Mapping[str, Any], ...] = ()
+    blocked_callers: frozenset[str] = frozenset()
     pools_by_id: Mapping[int, PoolConfig] = field(default_factory=dict)
     # How long a quiet visit lasts: the longest lease of the site's pools.
     session_seconds: int = 1800
@@ -130,7 +136,7 @@ def _snapshot(site: Site, slots: Mapping[int, dict[int, Slot]]) -> SiteConfig:
     sources = tuple(
         SourceConfig(s.id, s.number_e164, s.extension, s.target_e164, Rule.from_json(s.match))
         for s in site.source_numbers
-        if s.active
+        if s.active and s.target_e164  # offline numbers are never shown on a page
     )
     return SiteConfig(
         id=site.id,
@@ -147,6 +153,11 @@ def _snapshot(site: Site, slots: Mapping[int, dict[int, Slot]]) -> SiteConfig:
         twilio_auth_token=site.twilio_auth_token,
         cdr_secret=site.cdr_secret,
         currency=site.currency,
+        touch=site.touch,
+        unique_caller_days=site.unique_caller_days,
+        rules=tuple(site.rules),
+        fixed_costs=tuple(site.fixed_costs),
+        blocked_callers=frozenset(site.blocked_callers),
         pools_by_id={p.id: p for p in pools},
         session_seconds=max((p.lease_seconds for p in pools), default=1800),
     )

@@ -32,6 +32,8 @@ COLUMNS = {
     "device": "device",
 }
 MAX_VALUE = 500
+# A channel is a source/medium pair, counted as one value: "baidu / cpc".
+CHANNEL_JOIN = " / "
 WRITE_BATCH = 5000
 
 Key = tuple[int, str, str, date, str]  # site, dimension, span, start, value
@@ -40,6 +42,10 @@ Key = tuple[int, str, str, date, str]  # site, dimension, span, start, value
 def page_of(url: str) -> str:
     """A landing page as reports group it: the URL without its query or fragment."""
     return url.split("#", 1)[0].split("?", 1)[0][:MAX_VALUE]
+
+
+def channel_of(visit: Mapping[Any, Any]) -> str:
+    return f"{visit['source'] or ''}{CHANNEL_JOIN}{visit['medium'] or ''}"
 
 
 def _month_after(day: date) -> date:
@@ -75,7 +81,7 @@ def count(visits: Iterable[Mapping[Any, Any]], zones: Mapping[int, ZoneInfo]) ->
         site = visit["site_id"]
         started: datetime = visit["started_at"]
         local = started.astimezone(zones[site])
-        values = [("hour", str(local.hour))]
+        values = [("hour", str(local.hour)), ("channel", channel_of(visit))]
         for dimension, column in COLUMNS.items():
             value = str(visit[column] or "")
             values.append((dimension, page_of(value) if dimension == "landing_page" else value))

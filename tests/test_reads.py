@@ -95,25 +95,29 @@ def test_keyword_report_counts_visits_calls_and_leads(
         "calls": 1,
         "answered": 1,
         "first_time": 1,
-        "qualified": 1,
+        "qualified": 1,  # by the default rule: answered for 60 s or more
+        "leads": 1,
+        "sales": 0,
+        "spam": 0,
+        "revenue": 0.0,
+        "estimated_value": 0.0,
+        "cost": 0.0,
+        "cost_per_call": 0.0,
+        "cost_per_lead": 0.0,
+        "conversion_rate": 0.0,
+        "roi": None,
     }
-    assert rows[1] == {
-        "keyword": "",
-        "visits": 1,
-        "calls": 1,
-        "answered": 0,
-        "first_time": 0,
-        "qualified": 0,
-    }
+    assert {"keyword": "", "calls": 1, "answered": 0, "qualified": 0}.items() <= rows[1].items()
 
 
 def test_hour_report_uses_the_site_time_zone(client: FlaskClient, data: dict[str, Any]) -> None:
     rows = get(
         client, "/v1/reports/calls", data["keys"]["plain"], group_by="hour", **DAY
     ).get_json()
-    assert rows["rows"] == [
-        {"hour": 12, "visits": 2, "calls": 2, "answered": 1, "first_time": 1, "qualified": 1}
-    ]
+    assert len(rows["rows"]) == 1
+    hour = {"hour": 12, "visits": 2, "calls": 2, "answered": 1, "first_time": 1, "qualified": 1}
+    assert hour.items() <= rows["rows"][0].items()
+    assert rows["rows"][0]["cost"] is None  # spend is not known by hour
 
 
 @pytest.mark.parametrize(
@@ -132,14 +136,14 @@ def test_longer_periods_read_weeks_and_months(
         **{"from": first, "to": last},
     )
     assert longer.get_json() == day.get_json()
-    assert day.get_json()["rows"][0] == {
+    assert {
         "landing_page": "https://shop.example.cn/flowers",
         "visits": 1,
         "calls": 1,
         "answered": 1,
         "first_time": 1,
         "qualified": 1,
-    }
+    }.items() <= day.get_json()["rows"][0].items()
 
 
 def test_hour_report_in_a_zone_half_an_hour_from_utc(
@@ -162,8 +166,11 @@ def test_report_as_csv(client: FlaskClient, data: dict[str, Any]) -> None:
     )
     assert response.mimetype == "text/csv"
     lines = response.get_data(as_text=True).splitlines()
-    assert lines[0] == "source,visits,calls,answered,first_time,qualified"
-    assert lines[1] == "baidu,1,1,1,1,1"
+    assert lines[0] == (
+        "source,visits,calls,answered,first_time,qualified,leads,sales,spam,revenue,"
+        "estimated_value,cost,cost_per_call,cost_per_lead,conversion_rate,roi"
+    )
+    assert lines[1] == "baidu,1,1,1,1,1,1,0,0,0.0,0.0,0.0,0.0,0.0,0.0,"
 
 
 def test_days_outside_the_period_are_empty(client: FlaskClient, data: dict[str, Any]) -> None:

@@ -130,11 +130,11 @@ def test_demo_calls_fill_the_keyword_report(
     with sessions() as session:
         day = clock().date()
         rows = call_report(session, site, period(site, day, day), "keyword")
-    assert rows[0] == {
+    assert {
         "keyword": "玫瑰",
         "visits": 2,
         "calls": 2,
         "answered": 1,
         "first_time": 2,
         "qualified": 1,
-    }
+    }.items() <= rows[0].items()

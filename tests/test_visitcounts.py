@@ -49,6 +49,8 @@ def test_a_visit_counts_once_per_dimension_on_its_local_day(
         (day, "landing_page", "https://shop.example.cn/flowers"): 2,
         (day, "device", "desktop"): 2,
         (day, "hour", "0"): 2,
+        (day, "channel", "baidu / cpc"): 1,
+        (day, "channel", "google / cpc"): 1,
     }
     assert counts(sessions, "W")[(date(2026, 11, 2), "medium", "cpc")] == 2  # from Monday
     assert counts(sessions, "M")[(date(2026, 11, 1), "medium", "cpc")] == 2

@@ -26,6 +26,8 @@ from dni.visitcounts import page_of
 # that may have spent them, are loaded this far back.
 TEL_TAP_WINDOW = timedelta(minutes=10)
 IN_LIMIT = 500  # values per SQL IN (...) list
+# How far back a visitor's earlier visits count as their journey (for touch models).
+JOURNEY = timedelta(days=90)
 
 SlotKey: TypeAlias = tuple[int, str, str]  # (site id, number, extension): what a call dialled
 T = TypeVar("T")
@@ -206,6 +208,47 @@ def load_visit_traffic(session: Session, visit_ids: Sequence[str]) -> dict[str, 
         for visit_id, source, medium, campaign, term, page, device in rows:
             traffic[visit_id] = CallTraffic(source, medium, campaign, term, page_of(page), device)
     return traffic
+
+
+@dataclass(frozen=True)
+class JourneyVisit:
+    """One visit of a visitor's journey to a site, as touch models choose among them."""
+
+    id: str
+    started_at: datetime
+    source: str
+
+
+def load_journeys(session: Session, visit_ids: Sequence[str]) -> dict[str, list[JourneyVisit]]:
+    """For each visit, its visitor's visits to the same site in the JOURNEY_DAYS before it and
+    itself, oldest first."""
+    credited = {}
+    for part in _chunks(visit_ids):
+        query = select(Visit.id, Visit.site_id, Visit.visitor_id, Visit.started_at)
+        for row in session.execute(query.where(Visit.id.in_(part))):
+            credited[row.id] = row
+    journeys: dict[tuple[int, str], list[JourneyVisit]] = defaultdict(list)
+    visitors = sorted({row.visitor_id for row in credited.values()})
+    since = min((row.started_at for row in credited.values()), default=None)
+    for part in _chunks(visitors):
+        assert since is not None
+        rows = session.execute(
+            select(Visit.id, Visit.site_id, Visit.visitor_id, Visit.started_at, Visit.source)
+            .where(Visit.visitor_id.in_(part), Visit.started_at >= since - JOURNEY)
+            .order_by(Visit.started_at, Visit.id)
+        )
+        for visit in rows:
+            journeys[(visit.site_id, visit.visitor_id)].append(
+                JourneyVisit(visit.id, visit.started_at, visit.source)
+            )
+    return {
+        visit_id: [
+            v
+            for v in journeys[(row.site_id, row.visitor_id)]
+            if row.started_at - JOURNEY <= v.started_at <= row.started_at
+        ]
+        for visit_id, row in credited.items()
+    }
 
 
 def _chunks(values: Sequence[T]) -> Iterator[Sequence[T]]:

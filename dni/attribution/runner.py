@@ -10,23 +10,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, load_only
 
 from dni.attribution.evidence import (
     CallFacts,
     CallTraffic,
     Evidence,
+    JourneyVisit,
     load_calls,
     load_evidence,
+    load_journeys,
     load_visit_traffic,
 )
 from dni.attribution.rules import Attribution, decide
 from dni.geo import IpRegions
-from dni.models import Call, Pool, TrackingNumber
+from dni.models import Call, Pool, Site, TrackingNumber
+from dni.outcomes import RuleBook, apply_rules
 
 # How far past a call the flush watermark must be before the call is decided. Lease starts are
 # stamped by the web nodes' clocks, the watermark by the flushing node's and a call's start by
@@ -37,11 +40,19 @@ BATCH = 5000  # calls attributed per evidence load
 
 
 def attribute_calls(
-    session: Session, calls: Sequence[CallFacts], regions: IpRegions | None = None
+    session: Session,
+    calls: Sequence[CallFacts],
+    regions: IpRegions | None = None,
+    now: datetime | None = None,
 ) -> list[Attribution]:
-    """Attribute calls (in time order) and store the results on them."""
+    """Attribute calls (in time order), store the results on them, then judge them by their
+    sites' rules (dni.outcomes) as of `now` (default: the latest call's start)."""
     if not calls:
         return []
+    sites = {
+        site.id: site
+        for site in session.scalars(select(Site).where(Site.id.in_({c.site_id for c in calls})))
+    }
     ev = load_evidence(session, calls, regions)
     results = []
     for call in calls:
@@ -51,18 +62,91 @@ def attribute_calls(
             past.visit_id, past.method = result.visit_id, result.method
             past.candidates = result.candidates
         results.append(result)
-    credited = sorted({r.visit_id for r in results if r.visit_id is not None})
-    traffic = load_visit_traffic(session, credited)
-    for i, r in enumerate(results):
-        if r.visit_id is not None:
-            results[i] = replace(r, traffic=traffic.get(r.visit_id, CallTraffic()))
-    rows = [_stored(ev, call, r) for call, r in zip(calls, results, strict=True)]
+    results = _credit_touches(session, calls, results, sites)
+    rows = [
+        _stored(ev, call, r, timedelta(days=sites[call.site_id].unique_caller_days))
+        for call, r in zip(calls, results, strict=True)
+    ]
     session.execute(update(Call), rows)
+    _judge(session, calls, sites, now or max(c.started_at for c in calls))
     return results
 
 
-def _stored(ev: Evidence, call: CallFacts, result: Attribution) -> dict[str, Any]:
-    """The call's columns that attribution sets, as a bulk update by primary key takes them."""
+def _credit_touches(
+    session: Session,
+    calls: Sequence[CallFacts],
+    results: list[Attribution],
+    sites: dict[int, Site],
+) -> list[Attribution]:
+    """Each credited call's traffic, from the visit of its journey its site's touch model
+    picks (the visit that held the number, for `last`)."""
+    credited = sorted({r.visit_id for r in results if r.visit_id is not None})
+    journeys = load_journeys(session, credited)
+    touched = []
+    for call, r in zip(calls, results, strict=True):
+        model = sites[call.site_id].touch
+        visit = r.visit_id and touch_visit(model, r.visit_id, journeys.get(r.visit_id, []))
+        touched.append(visit)
+    traffic = load_visit_traffic(session, sorted({v for v in touched if v}))
+    out = []
+    for r, visit in zip(results, touched, strict=True):
+        if visit is None:
+            out.append(r)
+            continue
+        signals = r.signals if visit == r.visit_id else r.signals | {"touch_visit": visit}
+        out.append(replace(r, traffic=traffic.get(visit, CallTraffic()), signals=signals))
+    return out
+
+
+def touch_visit(model: str, visit_id: str, journey: Sequence[JourneyVisit]) -> str:
+    """The visit a call credited to `visit_id` (the last of `journey`) credits its traffic to
+    under a touch model: the first of the journey, the last, or the last that was not direct."""
+    if not journey or model == "last":
+        return visit_id
+    if model == "first":
+        return journey[0].id
+    if journey[-1].source != "direct":
+        return visit_id
+    earlier = [v for v in journey if v.source != "direct"]
+    return earlier[-1].id if earlier else visit_id
+
+
+RULE_COLUMNS = (
+    *(Call.id, Call.site_id, Call.status, Call.duration_seconds, Call.first_time, Call.ivr),
+    *(Call.source, Call.medium, Call.campaign, Call.keyword, Call.caller_region),
+    *(Call.caller_e164, Call.started_at, Call.visit_id, Call.attribution_method),
+    *(Call.attribution_signals, Call.outcome, Call.revenue, Call.currency, Call.order_id),
+    *(Call.outcome_note, Call.outcome_source, Call.outcome_at),
+)
+
+
+def _judge(
+    session: Session, calls: Sequence[CallFacts], sites: dict[int, Site], now: datetime
+) -> None:
+    """Apply the sites' rules to calls just attributed (their outcome follows their credit)."""
+    books = {site_id: RuleBook.of(site) for site_id, site in sites.items()}
+    ids = [c.id for c in calls]
+    for first in range(0, len(ids), 500):
+        stored = session.scalars(
+            select(Call)
+            .where(Call.id.in_(ids[first : first + 500]))
+            .options(load_only(*RULE_COLUMNS))
+            .execution_options(populate_existing=True)
+        ).all()
+        for site_id, book in books.items():
+            apply_rules(session, book, [c for c in stored if c.site_id == site_id], now)
+
+
+def _stored(
+    ev: Evidence, call: CallFacts, result: Attribution, unique_window: timedelta
+) -> dict[str, Any]:
+    """The call's columns that attribution sets, as a bulk update by primary key takes them;
+    a first-time caller made no call to the site in `unique_window` before this one."""
+    if call.caller_e164:
+        since = call.started_at - unique_window
+        first_time: bool | None = not any(p.started_at >= since for p in ev.earlier_calls(call))
+    else:
+        first_time = None
     return {
         "id": call.id,
         "visit_id": result.visit_id,
@@ -71,7 +155,7 @@ def _stored(ev: Evidence, call: CallFacts, result: Attribution) -> dict[str, Any
         "attribution_candidates": result.candidates,
         "attribution_signals": result.signals,
         **asdict(result.traffic),
-        "first_time": bool(not ev.earlier_calls(call)) if call.caller_e164 else None,
+        "first_time": first_time,
     }
 
 
@@ -93,7 +177,7 @@ def attribute_pending(
     """Attribute the calls not attributed yet that the flush watermark `until`
     (`dni.history.flush_watermark`) is `ready_by`, oldest first: the others wait."""
     calls = load_calls(session, Call.attribution_method.is_(None) & ready_by(until), limit)
-    attribute_calls(session, calls, regions)
+    attribute_calls(session, calls, regions, until)
     return len(calls)
 
 
@@ -103,12 +187,15 @@ def reattribute(
     start: datetime,
     end: datetime,
     regions: IpRegions | None = None,
+    now: datetime | None = None,
 ) -> int:
-    """Attribute every call of a site started in [start, end) again, in time order."""
+    """Attribute every call of a site started in [start, end) again, in time order, and judge
+    them by the site's rules as they are now (`now`: when, for the outcomes' history)."""
+    now = now or datetime.now(UTC)
     done = 0
     where = (Call.site_id == site_id) & (Call.started_at >= start) & (Call.started_at < end)
     while calls := load_calls(session, where, BATCH):
-        attribute_calls(session, calls, regions)
+        attribute_calls(session, calls, regions, now)
         done += len(calls)
         last = calls[-1]
         after_last = or_(

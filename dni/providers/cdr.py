@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from dni.sitefile import EXTENSION
 
 WINDOW_SECONDS = 300
 MAX_BATCH = 1000
+IVR = re.compile(r"[0-9*#]{1,32}")
 
 
 class BadSignature(DniError):
@@ -114,6 +116,7 @@ def _parse(item: Any, where: str, errors: dict[str, str]) -> CallRecord | None:
     started = fields.moment("started_at", earliest=EARLIEST, latest=LATEST)
     duration = fields.integer("duration", low=0, high=MAX_DURATION, default=0)
     recording = fields.url("recording_url", required=False)
+    ivr = fields.text("ivr", max_len=32, required=False, pattern=IVR)
     # The fields dni does not read are kept with the call: they must be storable too.
     unstorable = storage_problem(item)
     if unstorable is not None and not fields.errors:
@@ -131,5 +134,6 @@ def _parse(item: Any, where: str, errors: dict[str, str]) -> CallRecord | None:
         status=status,
         duration=duration,
         recording_url=recording,
+        ivr=ivr,
         payload=item,
     )

@@ -34,6 +34,7 @@ GENERIC = (
     "duration",
     "status",
     "recording_url",
+    "ivr",
 )
 
 

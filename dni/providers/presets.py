@@ -29,7 +29,9 @@ BEIJING = ZoneInfo("Asia/Shanghai")
 class Preset:
     name: str
     records: str | None  # the key holding the list of records; None: the body is the record(s)
-    fields: Mapping[str, str]  # our field -> theirs: call_id, from, to, extension, recording_url
+    # our field -> theirs: call_id, from, to, extension, recording_url, ivr (the digits pressed:
+    # a string, or a list of key presses that is joined)
+    fields: Mapping[str, str]
     started: str  # their start time
     clock: str  # how their times are written: "utc", "beijing" or "epoch"
     answered: str  # their field that is set (non-empty, non-zero) only for answered calls
@@ -72,6 +74,7 @@ PRESETS: dict[str, Preset] = {
             "from": "Caller",
             "to": "Callee",
             "recording_url": "RecordURL",
+            "ivr": "IVRKeyPressed",
         },
         started="StartTimestamp",
         clock="epoch",
@@ -140,6 +143,13 @@ def verify(
         raise BadSignature("?token=<the site's cdr_secret> is required")
 
 
+def _text(value: Any) -> str:
+    """A provider's value as text; a list (TCCC's IVRKeyPressed) as its items joined."""
+    if isinstance(value, list):
+        return "".join(str(v) for v in value)
+    return str(value)
+
+
 def _moment(value: Any, clock: str) -> str:
     """A provider's time as ISO 8601 with an offset ("" when absent)."""
     if value in (None, "", 0, "0"):
@@ -180,7 +190,7 @@ def translate(preset: Preset, item: Any) -> dict[str, Any]:
     if not isinstance(item, dict):
         return {"_not_an_object": item}
     record: dict[str, Any] = {ours: item.get(theirs) for ours, theirs in preset.fields.items()}
-    record = {k: v if v is None else str(v) for k, v in record.items()}
+    record = {k: v if v is None else _text(v) for k, v in record.items()}
     answered = item.get(preset.answered) not in (None, "", 0, "0")
     # Out-of-range epochs raise OverflowError or OSError ("Value too large"), not ValueError.
     try:

@@ -1,5 +1,11 @@
 """The money loop (DESIGN §8): outcomes of calls with their history, costs, site rules, IVR
-digits, offline source numbers and write-scoped API keys."""
+digits, offline source numbers and write-scoped API keys; visits counted by channel (a
+source/medium pair), filled here for the visits already stored.
+"""
+
+from collections import Counter
+from datetime import UTC, date, timedelta
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from alembic import op
@@ -8,6 +14,8 @@ revision = "0005"
 down_revision = "0004"
 branch_labels = None
 depends_on = None
+
+BATCH = 20_000
 
 
 def _site_columns() -> tuple[sa.Column, ...]:  # new objects each time: a Column joins one table
@@ -75,9 +83,42 @@ def upgrade() -> None:
         ),
     )
     op.create_index("ix_costs_site_day", "costs", ["site_id", "day"])
+    _count_channels()
+
+
+def _count_channels() -> None:
+    """Visits per channel and day, week and month of their site's time zone (as
+    dni.visitcounts counts them from now on)."""
+    bind = op.get_bind()
+    meta = sa.MetaData()
+    visits = sa.Table("visits", meta, autoload_with=bind)
+    sites = sa.Table("sites", meta, autoload_with=bind)
+    counts = sa.Table("visit_counts", meta, autoload_with=bind)
+    zones = {row.id: ZoneInfo(row.timezone) for row in bind.execute(sa.select(sites))}
+    found: Counter[tuple[int, str, date, str]] = Counter()
+    query = sa.select(visits.c.site_id, visits.c.started_at, visits.c.source, visits.c.medium)
+    for part in bind.execute(query.execution_options(yield_per=BATCH)).partitions():
+        for visit in part:
+            started = visit.started_at
+            started = started if started.tzinfo else started.replace(tzinfo=UTC)
+            day = started.astimezone(zones[visit.site_id]).date()
+            value = f"{visit.source or ''} / {visit.medium or ''}"[:500]
+            for span, start in (
+                ("D", day),
+                ("W", day - timedelta(days=day.weekday())),
+                ("M", day.replace(day=1)),
+            ):
+                found[(visit.site_id, span, start, value)] += 1
+    rows = [
+        {"site_id": s, "dimension": "channel", "span": p, "start": d, "value": v, "visits": n}
+        for (s, p, d, v), n in found.items()
+    ]
+    for start in range(0, len(rows), BATCH):
+        bind.execute(counts.insert(), rows[start : start + BATCH])
 
 
 def downgrade() -> None:
+    op.execute("DELETE FROM visit_counts WHERE dimension = 'channel'")
     op.drop_index("ix_costs_site_day", "costs")
     op.drop_table("costs")
     op.drop_index("ix_outcomes_call_id", "outcomes")
