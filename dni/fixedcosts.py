@@ -147,7 +147,9 @@ def _allocate(share: Fraction, calls: Mapping[Any, int]) -> dict[Any, int]:
 
 
 def _label_value(cost: Mapping[str, Any], dimension: str) -> str:
-    """Where a fee with no calls to carry it shows: its own label, as this report names it."""
+    """Where a fee with no calls to carry it shows: its own label (or its offline number's),
+    as this report names it."""
+    label = {name: cost[name] or cost.get("home", {}).get(name, "") for name in LABEL}
     if dimension == "channel":
-        return f"{cost['source']}{CHANNEL_JOIN}{cost['medium']}"
-    return str(cost.get(dimension, ""))
+        return f"{label['source']}{CHANNEL_JOIN}{label['medium']}"
+    return str(label.get(dimension, ""))

@@ -205,6 +205,13 @@ def _parse_site(key: str, site: Fields) -> SiteSpec:
     pools = _tables(site, "pool", "must be [[site.pool]] tables", "name")
     sources = _tables(site, "source_number", "must be [[site.source_number]] tables")
     pool_names = {name for name, _ in pools}
+    source_numbers = tuple(_parse_source(source, country) for _, source in sources)
+    # A fee of an offline number's stays with its channel in a period with no calls.
+    offline = {
+        s.number_e164: {k: v[0] for k, v in s.match.items()}
+        for s in source_numbers
+        if not s.target_e164
+    }
     return SiteSpec(
         key=key,
         name=site.text("name", max_len=200, required=False) or key,
@@ -217,12 +224,14 @@ def _parse_site(key: str, site: Fields) -> SiteSpec:
         cdr_secret=_secret(site, "cdr_secret"),
         keyword_param=site.text("keyword_param", max_len=64, required=False, pattern=PARAM) or None,
         pools=tuple(_parse_pool(name, pool, country) for name, pool in pools),
-        source_numbers=tuple(_parse_source(source, country) for _, source in sources),
-        money=_parse_money(site, country, pool_names),
+        source_numbers=source_numbers,
+        money=_parse_money(site, country, pool_names, offline),
     )
 
 
-def _parse_money(site: Fields, country: str, pools: set[str]) -> MoneySpec:
+def _parse_money(
+    site: Fields, country: str, pools: set[str], offline: dict[str, dict[str, str]]
+) -> MoneySpec:
     currency = site.text("currency", max_len=3, required=False, pattern=CURRENCY) or "CNY"
     rules = _tables(site, "rule", "must be [[site.rule]] tables")
     costs = _tables(site, "cost", "must be [[site.cost]] tables")
@@ -234,7 +243,9 @@ def _parse_money(site: Fields, country: str, pools: set[str]) -> MoneySpec:
         touch=site.one_of("touch", TOUCHES, default="last_non_direct"),
         unique_caller_days=site.integer("unique_caller_days", low=1, high=3650, default=30),
         rules=tuple(_parse_rule(int(i), rule, currency) for i, rule in rules),
-        fixed_costs=tuple(_parse_cost(int(i), cost, currency, country, pools) for i, cost in costs),
+        fixed_costs=tuple(
+            _parse_cost(int(i), cost, currency, country, pools, offline) for i, cost in costs
+        ),
         blocked_callers=tuple(
             sorted({e164 for at in blocked.data if (e164 := blocked.phone(at, country))})
         ),
@@ -304,7 +315,12 @@ def _hours(items: Fields) -> list[int]:
 
 
 def _parse_cost(
-    position: int, cost: Fields, currency: str, country: str, pools: set[str]
+    position: int,
+    cost: Fields,
+    currency: str,
+    country: str,
+    pools: set[str],
+    offline: dict[str, dict[str, str]],
 ) -> dict[str, Any]:
     """A `[[site.cost]]`: a fixed cost (monthly fee, per-minute rate, labour per answered
     call) and what it is for: a number, a pool, a channel label, or the whole site."""
@@ -320,11 +336,13 @@ def _parse_cost(
     until = cost.day("until", first=FIRST_DAY, last=LAST_DAY) if "until" in cost.data else None
     if since and until and until < since:
         cost.fail("until", "must be on or after since")
+    number = cost.phone("number", country, required=False)
     return {
         "name": cost.text("name", max_len=100, required=False) or f"cost {position + 1}",
         "kind": kind,
         "amount": cost.amount(kind, currency) or 0,
-        "number": cost.phone("number", country, required=False),
+        "number": number,
+        "home": offline.get(number, {}),  # the channel it stays with when no call carries it
         "pool": pool,
         **{name: cost.text(name, max_len=200, required=False) for name in LABEL},
         "since": since.isoformat() if since else "",

@@ -178,7 +178,9 @@ def classify(url: str, referrer: str, keyword_param: str | None = None) -> Traff
         )
 
     if params.get("utm_source"):
-        return build(params["utm_source"], params.get("utm_medium") or "(not set)", term)
+        # Lower case, as the consoles' cost reports are matched (dni.costs): Baidu = baidu.
+        medium = (params.get("utm_medium") or "(not set)").lower()
+        return build(params["utm_source"].lower(), medium, term)
     if first_click:
         return build(first_click.source, first_click.medium, term)
 

@@ -14,6 +14,7 @@ LANDING = "https://shop.example.cn/p"
     [
         ("?utm_source=newsletter&utm_medium=email&utm_campaign=may", "", ("newsletter", "email")),
         ("?utm_source=baidu&utm_medium=cpc&gclid=x", "", ("baidu", "cpc")),
+        ("?utm_source=Baidu&utm_medium=CPC", "", ("baidu", "cpc")),  # as cost reports meet it
         ("?gclid=abc", "", ("google", "cpc")),
         ("?gbraid=abc", "", ("google", "cpc")),
         ("?wbraid=abc", "", ("google", "cpc")),
