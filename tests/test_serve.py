@@ -126,10 +126,17 @@ def test_demo_calls_fill_the_keyword_report(
 
     load_toml(sessions, DEMO_SITES)
     site = rt.sites.get("demo")
-    assert add_demo_calls(rt.stores, site, clock()) == 5
+    assert add_demo_calls(rt.stores, site, clock()) == 6  # 5 from the page, 1 from the radio
     with sessions() as session:
         day = clock().date()
-        rows = call_report(session, site, period(site, day, day), "keyword")
+        rows = {
+            row["keyword"]: row
+            for row in call_report(session, site, period(site, day, day), "keyword")
+        }
+        channels = {
+            row["channel"]: row
+            for row in call_report(session, site, period(site, day, day), "channel")
+        }
     assert {
         "keyword": "玫瑰",
         "visits": 2,
@@ -137,4 +144,14 @@ def test_demo_calls_fill_the_keyword_report(
         "answered": 1,
         "first_time": 2,
         "qualified": 1,
-    }.items() <= rows[0].items()
+        "sales": 1,
+        "revenue": 1280.0,
+        "cost": 123.5,  # 120 of spend, 3.50 for handling its answered call
+        "roi": 936.4,
+    }.items() <= rows["玫瑰"].items()
+    radio = channels["radio / offline"]
+    assert (radio["calls"], radio["visits"], radio["cost"]) == (
+        1,
+        0,
+        round(300 + 100 / 30 + 3.5, 2),
+    )
