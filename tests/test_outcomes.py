@@ -375,3 +375,70 @@ def test_money_settings_survive_an_export_and_load(sessions: sessionmaker[Sessio
     first = parse_sites(MONEY.format(wechat=WECHAT, extra=RULES.format(), head=head))
     assert again.money == first[0].money
     assert again.source_numbers == first[0].source_numbers
+
+
+BAIDU_KEYWORDS = """数据生成时间：2026-11-03 08:00
+日期,推广计划,推广单元,关键词,展现,点击,消费
+2026-11-02,鲜花,玫瑰,玫瑰,1000,40,"1,200.00"
+2026-11-02,鲜花,郁金香,郁金香,500,10,300.50
+合计,--,--,--,1500,50,"1,500.50"
+"""
+
+
+def test_console_spend_meets_the_keywords_calls_in_the_report(
+    rt: Any, sessions: sessionmaker[Session], clock: Any
+) -> None:
+    from dni.costs import import_costs
+
+    load_toml(sessions, shop_toml())
+    answer = start_visit(
+        rt,
+        "visitor-roses",
+        "https://shop.example.cn/?utm_source=Baidu&utm_medium=cpc&utm_term=玫瑰",
+    )
+    flush_history(rt.stores, clock.now)
+    site = rt.sites.get("shop")
+    shown = answer.numbers[0]
+    sale = CallRecord("cdr", "c1", "+8613812345678", shown.number_e164, clock.now, "completed", 90)
+    with sessions.begin() as session:
+        record_call(session, site, sale, clock.now)
+    flush_history(rt.stores, clock.now + timedelta(seconds=5))
+    attribute(sessions, clock.now + timedelta(seconds=5))
+    with sessions.begin() as session:
+        done = import_costs(session, site, BAIDU_KEYWORDS.encode("gbk"), "baidu", clock.now)
+        assert (done.created, done.errors) == (2, [])
+        sold = session.scalars(select(Call)).one()
+        set_outcome(session, sold, OutcomeInput("sale", 6_000_00, "CNY"), "api", "crm", clock.now)
+    rows = report(sessions, site, "keyword", (date(2026, 11, 2), date(2026, 11, 2)))
+    roses, tulips = rows["玫瑰"], rows["郁金香"]
+    assert (roses["calls"], roses["cost"], roses["revenue"]) == (1, 1_200.0, 6_000.0)
+    assert roses["roi"] == 400.0  # (6,000 − 1,200) / 1,200
+    assert (tulips["calls"], tulips["visits"], tulips["cost"], tulips["roi"]) == (
+        0,
+        0,
+        300.5,
+        -100.0,
+    )
+    assert (
+        report(sessions, site, "channel", (date(2026, 11, 2), date(2026, 11, 2)))["baidu / cpc"][
+            "cost"
+        ]
+        == 1_500.5
+    )
+    assert (
+        report(sessions, site, "landing_page", (date(2026, 11, 2), date(2026, 11, 2)))[
+            "https://shop.example.cn/"
+        ]["cost"]
+        is None
+    )  # spend is not known by landing page
+
+
+def test_spam_is_kept_out_of_every_other_column(sessions: sessionmaker[Session]) -> None:
+    site = money_site(sessions, head=BLOCK)
+    at = datetime(2026, 11, 2, 2, tzinfo=UTC)
+    record(sessions, site, 1, at, caller="+8613900000000")  # blocked
+    record(sessions, site, 2, at, caller="+8613812345678")
+    attribute(sessions)
+    row = report(sessions, site, "source", NOVEMBER)["wechat"]
+    assert (row["calls"], row["answered"], row["leads"], row["spam"]) == (1, 1, 1, 1)
+    assert row["cost_per_call"] == 600.0  # both monthly fees, carried by the one real call
