@@ -68,6 +68,13 @@ def test_signed_cdr_is_stored_with_numbers_normalised(
     assert call.payloads == [cdr()] and call.attribution_method is None
 
 
+def test_the_digits_pressed_in_the_ivr_are_kept(
+    client: FlaskClient, sessions: sessionmaker[Session]
+) -> None:
+    assert push(client, cdr(ivr="2*")).status_code == 200
+    assert calls(sessions)[0].ivr == "2*"
+
+
 def test_batches_and_repeats_are_stored_once(
     client: FlaskClient, sessions: sessionmaker[Session]
 ) -> None:
@@ -110,10 +117,12 @@ def test_malformed_records_are_400_naming_each_field(
         cdr(1, status="exploded"),
         cdr(2, started_at="2026-11-02 12:00:05"),
         cdr(3, duration=-1),
+        cdr(4, ivr="1; DROP TABLE"),
     ]
     response = push(client, batch)
     assert response.status_code == 400
-    assert set(response.get_json()["fields"]) == {"[0].status", "[1].started_at", "[2].duration"}
+    fields = {"[0].status", "[1].started_at", "[2].duration", "[3].ivr"}
+    assert set(response.get_json()["fields"]) == fields
     assert calls(sessions) == []
 
 

@@ -125,6 +125,7 @@ def test_tencent_ccc_with_basic_auth(client: FlaskClient, sessions: sessionmaker
         "EndedTimestamp": 1793592100,
         "Duration": 90,
         "RecordURL": "https://cos.example.cn/r.mp3",
+        "IVRKeyPressed": ["1", "3"],
     }
     auth = "Basic " + base64.b64encode(f"dni:{SECRET}".encode()).decode()
     response = client.post("/v1/calls/cdr/shop/tencent", json=body, headers={"Authorization": auth})
@@ -133,6 +134,7 @@ def test_tencent_ccc_with_basic_auth(client: FlaskClient, sessions: sessionmaker
     assert (call.provider_call_id, call.duration_seconds) == ("a1b2-c3d4", 90)
     assert call.recording_url == "https://cos.example.cn/r.mp3"
     assert call.caller_e164 == "+8613812345678"
+    assert call.ivr == "13"  # the menu choices, as site rules match them
 
 
 def test_yiqitong_400_push(client: FlaskClient, sessions: sessionmaker[Session]) -> None:
