@@ -108,6 +108,7 @@ def test_upgrading_to_0003_fills_report_columns_and_visit_counts(database_url: s
     assert tuple(filled) == ("spring", "roses", "https://shop.example.cn/p", "mobile")
     assert sorted(map(tuple, counted)) == [
         ("campaign", "spring", 1),
+        ("channel", "google / cpc", 1),  # counted by 0005
         ("device", "mobile", 1),
         ("hour", "0", 1),
         ("keyword", "roses", 1),
