@@ -1,4 +1,5 @@
-"""API keys for the read API: created once, shown once, stored as a SHA-256 digest.
+"""API keys for the read API and its writes: created once, shown once, stored as a SHA-256
+digest; a key reads one site or all, and only a key with write scope may set outcomes.
 
 Failed authentications are counted per network in Redis; a network with too many is refused
 before its next key costs a SQL lookup.
@@ -39,10 +40,12 @@ class TooManyFailures(RateLimited):
 
 @dataclass(frozen=True)
 class Grant:
-    """What a presented key may read."""
+    """What a presented key may read, and whether it may write (set outcomes)."""
 
+    name: str
     site_id: int | None  # None: every site
     can_see_callers: bool
+    can_write: bool
 
     def allows(self, site_id: int) -> bool:
         return self.site_id is None or self.site_id == site_id
@@ -57,9 +60,16 @@ def _failures_key(ip: str) -> str:
 
 
 def create_key(
-    session: Session, name: str, site_id: int | None, can_see_callers: bool, now: datetime
+    session: Session,
+    name: str,
+    site_id: int | None,
+    can_see_callers: bool,
+    now: datetime,
+    *,
+    can_write: bool = False,
 ) -> str:
-    """A new key; the caller must show it now, since only its digest is kept."""
+    """A new key; the caller must show it now, since only its digest is kept. With
+    `can_write` it may set outcomes of the calls it can read."""
     key = "dni_" + secrets.token_urlsafe(32)
     session.add(
         ApiKey(
@@ -67,6 +77,7 @@ def create_key(
             key_hash=_digest(key),
             site_id=site_id,
             can_see_callers=can_see_callers,
+            can_write=can_write,
             created_at=now,
         )
     )
@@ -94,4 +105,4 @@ def check_key(session: Session, redis: RedisClient, authorization: str | None, i
             pipe.expire(counter, FAILURE_WINDOW, nx=True)
             pipe.execute()
         raise Unauthorized("unknown or revoked API key")
-    return Grant(row.site_id, row.can_see_callers)
+    return Grant(row.name, row.site_id, row.can_see_callers, row.can_write)

@@ -104,11 +104,12 @@ def _prepare_demo(settings: Settings, bind: str) -> None:
         add_demo_calls(Stores(connect_redis(settings), Scripts(), sessions), site, now)
     today = now.astimezone(ZoneInfo(site.timezone)).date().isoformat()
     click.echo(f"dni demo: open http://{bind}/demo in a browser (Ctrl-C stops)")
-    click.echo("keyword report of the demo calls:")
-    click.echo(
-        f"  curl -H 'Authorization: Bearer {key}' "
-        f"'http://{bind}/v1/reports/calls?site=demo&group_by=keyword&from={today}&to={today}'"
-    )
+    for dimension in ("keyword", "channel"):
+        click.echo(f"report by {dimension} of the demo calls, with cost and ROI:")
+        click.echo(
+            f"  curl -H 'Authorization: Bearer {key}' 'http://{bind}/v1/reports/calls"
+            f"?site=demo&group_by={dimension}&from={today}&to={today}'"
+        )
 
 
 @main.command()
@@ -317,7 +318,8 @@ def apikey() -> None:
 @click.option("--name", required=True, help="who or what uses it")
 @click.option("--site", "site_key", default=None, help="only this site (default: all)")
 @click.option("--show-callers", is_flag=True, help="may see callers' full numbers")
-def apikey_create(name: str, site_key: str | None, show_callers: bool) -> None:
+@click.option("--write", is_flag=True, help="may also set outcomes of the calls it reads")
+def apikey_create(name: str, site_key: str | None, show_callers: bool, write: bool) -> None:
     """Create a key and print it once (only its digest is stored)."""
     from dni.apikeys import create_key
     from dni.sites import read_site
@@ -329,7 +331,7 @@ def apikey_create(name: str, site_key: str | None, show_callers: bool) -> None:
             if site is None:
                 raise click.ClickException(f"unknown site {site_key!r}")
             site_id = site.id
-        key = create_key(session, name, site_id, show_callers, datetime.now(UTC))
+        key = create_key(session, name, site_id, show_callers, datetime.now(UTC), can_write=write)
     click.echo(key)
 
 
@@ -404,6 +406,204 @@ def calls_import(
         click.echo(error, err=True)
     if report.errors:
         sys.exit(2)
+
+
+@main.group()
+def outcomes() -> None:
+    """Outcomes of calls: what became of them (DESIGN §8)."""
+
+
+@outcomes.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--site", "site_key", required=True)
+@click.option(
+    "--window-days",
+    default=7,
+    show_default=True,
+    type=click.IntRange(1, 366),
+    help="an order matches its caller's latest call this many days before it",
+)
+@click.option("--map", "maps", multiple=True, help="ours=theirs, e.g. --map phone=买家电话")
+@click.option("--dry-run", is_flag=True, help="check every line, store nothing")
+def outcomes_import(
+    file: Path, site_key: str, window_days: int, maps: tuple[str, ...], dry_run: bool
+) -> None:
+    """Match orders from a CSV file (UTF-8 or GBK) to calls; bad lines are reported and skipped."""
+    from dni.errors import InvalidInput
+    from dni.orders import import_orders
+    from dni.sites import read_site
+
+    if not all("=" in m for m in maps):
+        raise click.ClickException("--map takes ours=theirs, e.g. --map phone=买家电话")
+    with _sessions(_settings())() as session:
+        site = read_site(session, site_key)
+        if site is None:
+            raise click.ClickException(f"unknown site {site_key!r}")
+        try:
+            report = import_orders(
+                session,
+                site,
+                file.read_bytes(),
+                datetime.now(UTC),
+                window_days=window_days,
+                mapping=dict(m.split("=", 1) for m in maps),
+                filename=file.name,
+            )
+        except InvalidInput as exc:
+            problems = "".join(f"; {name}: {why}" for name, why in exc.fields.items())
+            raise click.ClickException(f"{file}: {exc.message}{problems}") from None
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    click.echo(("dry run, nothing stored: " if dry_run else "") + report.summary())
+    for error in report.errors:
+        click.echo(error, err=True)
+    if report.errors:
+        sys.exit(2)
+
+
+@main.group()
+def costs() -> None:
+    """Ad spend and offline costs per day and channel (docs/costs.md)."""
+
+
+@costs.command("import")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--site", "site_key", required=True)
+@click.option("--preset", required=True, help="baidu, oceanengine, tencent, google-ads, generic")
+@click.option("--source", default=None, help="source of every line (else the preset's)")
+@click.option("--medium", default=None, help="medium of every line (else the preset's)")
+@click.option("--map", "maps", multiple=True, help="ours=theirs, e.g. --map cost=消费(元)")
+@click.option("--dry-run", is_flag=True, help="check every line, store nothing")
+def costs_import(
+    file: Path,
+    site_key: str,
+    preset: str,
+    source: str | None,
+    medium: str | None,
+    maps: tuple[str, ...],
+    dry_run: bool,
+) -> None:
+    """Import daily spend from a console's export; bad lines are reported and skipped."""
+    from dni.costs import PRESETS, import_costs, read_report
+    from dni.errors import InvalidInput
+    from dni.sites import read_site
+
+    if preset not in PRESETS:
+        raise click.BadParameter(f"{preset!r}; known: {', '.join(PRESETS)}", param_hint="--preset")
+    if any("=" not in m for m in maps):
+        raise click.BadParameter("write ours=theirs, e.g. cost=消费", param_hint="--map")
+    mapping = dict(m.split("=", 1) for m in maps)
+    with _sessions(_settings())() as session:
+        site = read_site(session, site_key)
+        if site is None:
+            raise click.ClickException(f"unknown site {site_key!r}")
+        try:
+            report = import_costs(
+                session,
+                site,
+                read_report(file),
+                preset,
+                datetime.now(UTC),
+                source=source,
+                medium=medium,
+                mapping=mapping,
+                note=file.name,
+            )
+        except InvalidInput as exc:
+            raise click.ClickException(exc.message) from None
+        if dry_run:
+            session.rollback()
+        else:
+            session.commit()
+    verb = "would import" if dry_run else "imported"
+    click.echo(
+        f"{verb} {report.rows} row(s): {report.created} new, {report.replaced} replaced, "
+        f"{report.unchanged} unchanged; {len(report.errors)} bad line(s)"
+    )
+    for error in report.errors:
+        click.echo(error, err=True)
+    if report.errors:
+        sys.exit(2)
+
+
+@costs.command("add")
+@click.option("--site", "site_key", required=True)
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--amount", required=True, help="in major units of the site's currency, e.g. 300")
+@click.option("--source", required=True)
+@click.option("--medium", required=True)
+@click.option("--campaign", default="")
+@click.option("--keyword", default="")
+@click.option("--note", default="", help="who or what, e.g. the invoice number")
+def costs_add(
+    site_key: str,
+    day: datetime,
+    amount: str,
+    source: str,
+    medium: str,
+    campaign: str,
+    keyword: str,
+    note: str,
+) -> None:
+    """Set a manual cost (a radio spot, a metro poster); the same key again replaces it."""
+    from dni.costs import add_cost
+    from dni.errors import InvalidInput
+    from dni.money import to_minor
+    from dni.sites import read_site
+
+    with _sessions(_settings()).begin() as session:
+        site = read_site(session, site_key)
+        if site is None:
+            raise click.ClickException(f"unknown site {site_key!r}")
+        try:
+            minor = to_minor(amount, site.currency)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--amount") from None
+        try:
+            outcome = add_cost(
+                session,
+                site,
+                day.date(),
+                minor,
+                source,
+                medium,
+                campaign,
+                keyword,
+                note,
+                datetime.now(UTC),
+            )
+        except InvalidInput as exc:
+            raise click.ClickException(
+                "; ".join(f"{name}: {why}" for name, why in exc.fields.items())
+            ) from None
+    click.echo(f"{outcome} {amount} {site.currency} on {day.date()} for {source}/{medium}")
+
+
+@costs.command("list")
+@click.option("--site", "site_key", required=True)
+@click.option("--from", "first", type=click.DateTime(["%Y-%m-%d"]), required=True)
+@click.option("--to", "last", type=click.DateTime(["%Y-%m-%d"]), required=True)
+def costs_list(site_key: str, first: datetime, last: datetime) -> None:
+    """Print daily totals per source/medium/campaign from FROM to TO (inclusive)."""
+    from decimal import Decimal
+
+    from dni.costs import daily_totals
+    from dni.money import minor_digits
+    from dni.sites import read_site
+
+    with _sessions(_settings())() as session:
+        site = read_site(session, site_key)
+        if site is None:
+            raise click.ClickException(f"unknown site {site_key!r}")
+        totals = daily_totals(session, site.id, first.date(), last.date())
+    digits = minor_digits(site.currency)
+    for row in totals:
+        amount = f"{Decimal(row.amount).scaleb(-digits):.{digits}f}"
+        channel = f"{row.source}/{row.medium or '(none)'}"
+        click.echo(f"{row.day}  {channel}  {row.campaign or '-'}  {amount} {site.currency}")
+    click.echo(f"{len(totals)} row(s)")
 
 
 @main.group()

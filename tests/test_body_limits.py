@@ -28,6 +28,7 @@ SECRET = "cdr-secret-for-tests"
 TOKEN = "twilio-test-token-0123456789"
 KIB = 1024
 SNIPPET, NO_BODY, TWILIO, CDR = 16 * KIB, 4 * KIB, 64 * KIB, 2 * KIB * KIB
+OUTCOME = 16 * KIB  # a 2,000-character note written as JSON escapes
 
 # Every route the app has, with its cap (docs/api.md, "Body limits").
 CAPS = {
@@ -44,6 +45,8 @@ CAPS = {
     "calls.twilio_status": TWILIO,
     "reads.calls": NO_BODY,
     "reads.report": NO_BODY,
+    "reads.put_outcome": OUTCOME,
+    "reads.outcomes": NO_BODY,
     "metrics": NO_BODY,
     "openapi.openapi": NO_BODY,
     "demo.shop": NO_BODY,
@@ -56,6 +59,7 @@ PATH_VALUES = {
     "site_key": "shop",
     "preset_name": "huawei",
     "filename": "dni.js",
+    "call_id": "call-1",
 }
 INBOUND = {
     "CallSid": "CA0123456789abcdef0123456789abcdef",

@@ -315,8 +315,8 @@ def test_an_open_lead_is_valued_at_its_channels_revenue_per_lead(
     with sessions.begin() as session:
         given = [OutcomeInput("sale", 1_000_00, "CNY"), OutcomeInput("lead"), OutcomeInput("none")]
         for n, outcome in enumerate(given):
-            row = session.scalars(select(Call).where(Call.provider_call_id == f"c{n}")).one()
-            set_outcome(session, row, outcome, "import", "orders.csv", FAR)
+            stored = session.scalars(select(Call).where(Call.provider_call_id == f"c{n}")).one()
+            set_outcome(session, stored, outcome, "import", "orders.csv", FAR)
     row = report(sessions, site, "source", (date(2026, 11, 2), date(2026, 11, 2)))["wechat"]
     # leads: the sale, the lead and call 3 (qualified by the default rule): 1,000 over 3 leads;
     # two are still open.

@@ -121,7 +121,9 @@ def test_the_spec_holds_against_a_live_server(tmp_path: Path) -> None:
     )
     _dni(env, "db", "upgrade")
     _dni(env, "load", str(sites))
-    key = _dni(env, "apikey", "create", "--name", "schemathesis", "--show-callers").strip()
+    key = _dni(
+        env, "apikey", "create", "--name", "schemathesis", "--show-callers", "--write"
+    ).strip()
     assert key and " " not in key, key
 
     port = free_port()
