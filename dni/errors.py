@@ -39,6 +39,11 @@ class NotFound(DniError):
     code = "not_found"
 
 
+class Conflict(DniError):
+    status = 409
+    code = "conflict"
+
+
 class RateLimited(DniError):
     status = 429
     code = "rate_limited"

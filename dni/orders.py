@@ -21,7 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dni.calls import read_caller
-from dni.errors import DniError, InvalidInput, NotFound
+from dni.errors import Conflict, DniError, InvalidInput, NotFound
 from dni.fields import text_problem
 from dni.models import Call
 from dni.money import to_minor
@@ -107,11 +107,6 @@ LOOSE_TIME = re.compile(
     r"(\d{4})[-/.年](\d{1,2})[-/.月](\d{1,2})日?"
     r"(?:[ T]+(\d{1,2}):(\d{2})(?::(\d{2})(?:\.\d+)?)?)?"
 )
-
-
-class Conflict(DniError):
-    status = 409
-    code = "conflict"
 
 
 @dataclass
