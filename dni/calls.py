@@ -129,7 +129,9 @@ def record_call(session: Session, site: SiteConfig, record: CallRecord, now: dat
     call.started_at = min(call.started_at, record.started_at)
     call.payloads = [*call.payloads, record.payload]
     call.updated_at = now
-    apply_rules(session, RuleBook.of(site), [call], now)
+    session.flush()  # the rules read the call as it is now
+    if apply_rules(session, RuleBook.of(site), [call.id], now):
+        session.expire(call)  # changed behind the ORM's back
     return "updated"
 
 

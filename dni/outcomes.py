@@ -14,8 +14,10 @@ from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from dni.db import update_calls
 from dni.models import Call, Outcome
 
 STATUSES = ("lead", "qualified", "sale", "spam", "invalid", "none")
@@ -50,7 +52,8 @@ class OutcomeInput:
     note: str = ""
 
 
-def current(call: Call) -> OutcomeInput:
+def current(call: Any) -> OutcomeInput:
+    """The outcome a call (a `Call` or a row of its columns) has now."""
     return OutcomeInput(call.outcome, call.revenue, call.currency, call.order_id, call.outcome_note)
 
 
@@ -62,23 +65,40 @@ def set_outcome(
     assert given.status in STATUSES and source in SOURCES, (given.status, source)
     if current(call) == given and call.outcome_source == source:
         return False
-    session.add(
-        Outcome(
-            call_id=call.id,
-            status=given.status,
-            revenue=given.revenue,
-            currency=given.currency,
-            order_id=given.order_id,
-            note=given.note,
-            source=source,
-            set_by=set_by[:200],
-            set_at=now,
-        )
-    )
-    call.outcome, call.revenue, call.currency = given.status, given.revenue, given.currency
-    call.order_id, call.outcome_note = given.order_id, given.note
-    call.outcome_source, call.outcome_at = source, now
+    session.add(Outcome(**_history(call.id, given, source, set_by, now)))
+    for name, value in _columns(given, source, now).items():
+        setattr(call, name, value)
     return True
+
+
+def _history(
+    call_id: int, given: OutcomeInput, source: str, set_by: str, now: datetime
+) -> dict[str, Any]:
+    """An `outcomes` row."""
+    return {
+        "call_id": call_id,
+        "status": given.status,
+        "revenue": given.revenue,
+        "currency": given.currency,
+        "order_id": given.order_id,
+        "note": given.note,
+        "source": source,
+        "set_by": set_by[:200],
+        "set_at": now,
+    }
+
+
+def _columns(given: OutcomeInput, source: str, now: datetime) -> dict[str, Any]:
+    """The call's columns that carry its latest outcome."""
+    return {
+        "outcome": given.status,
+        "revenue": given.revenue,
+        "currency": given.currency,
+        "order_id": given.order_id,
+        "outcome_note": given.note,
+        "outcome_source": source,
+        "outcome_at": now,
+    }
 
 
 class MoneySettings(Protocol):
@@ -109,7 +129,7 @@ class RuleBook:
         return cls(rules, frozenset(site.blocked_callers), ZoneInfo(site.timezone), site.currency)
 
 
-def _facts(call: Call, zone: ZoneInfo) -> dict[str, Any]:
+def _facts(call: Any, zone: ZoneInfo) -> dict[str, Any]:
     return {
         "answered": call.status == "completed" and call.duration_seconds > 0,
         "duration": call.duration_seconds,
@@ -144,47 +164,73 @@ def matches(when: Mapping[str, Any], facts: Mapping[str, Any]) -> bool:
     return True
 
 
-def apply_rules(session: Session, book: RuleBook, calls: Sequence[Call], now: datetime) -> int:
-    """Judge attributed calls by their site's rules; returns how many outcomes changed.
+# What rules read and write of a call.
+RULE_COLUMNS = (
+    *(Call.id, Call.status, Call.duration_seconds, Call.first_time, Call.ivr, Call.started_at),
+    *(Call.source, Call.medium, Call.campaign, Call.keyword, Call.caller_region),
+    *(Call.caller_e164, Call.visit_id, Call.attribution_signals, Call.outcome, Call.revenue),
+    *(Call.currency, Call.order_id, Call.outcome_note, Call.outcome_source),
+)
+BATCH = 500
+
+
+def apply_rules(session: Session, book: RuleBook, call_ids: Sequence[int], now: datetime) -> int:
+    """Judge a site's attributed calls by its rules, in bulk; returns how many changed.
 
     A rule that sets a label (the IVR's "press 1 for the Baidu offer") relabels a call no visit
     was credited with; the first rule that sets a status gives the outcome, unless a person or
-    their systems gave one (`EXPLICIT`). A blocked caller's call is spam before any rule.
+    their systems gave one (`EXPLICIT`). A blocked caller's call is spam before any rule. An
+    outcome the call already has writes nothing; a new one is also kept in its history.
     """
-    changed = 0
-    for call in calls:
-        if call.attribution_method is None:
-            continue  # judged once attribution has credited it
-        facts = _facts(call, book.zone)
-        labelled = _relabel(book, call, facts)
-        if call.outcome_source in EXPLICIT:
-            continue
-        given, source, set_by = _judge(book, call, facts)
-        if given is None and not call.outcome_source:
-            continue  # nothing matched and nothing was ever set
-        given = given or OutcomeInput("none")
-        changed += set_outcome(session, call, given, source, set_by, now) or labelled
-    return changed
+    labels: list[dict[str, Any]] = []
+    outcomes: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    for first in range(0, len(call_ids), BATCH):
+        rows = session.execute(
+            select(*RULE_COLUMNS).where(
+                Call.id.in_(call_ids[first : first + BATCH]), Call.attribution_method.is_not(None)
+            )
+        )
+        for call in rows:
+            facts = _facts(call, book.zone)
+            label = _relabel(book, call, facts)
+            if label is not None:
+                labels.append(label)
+            if call.outcome_source in EXPLICIT:
+                continue
+            given, source, set_by = _judge(book, call, facts)
+            if given is None and not call.outcome_source:
+                continue  # nothing matched and nothing was ever set
+            given = given or OutcomeInput("none")
+            if current(call) == given and call.outcome_source == source:
+                continue
+            outcomes.append({"id": call.id, **_columns(given, source, now)})
+            history.append(_history(call.id, given, source, set_by, now))
+    update_calls(session, labels)
+    update_calls(session, outcomes)
+    if history:
+        session.execute(insert(Outcome), history)
+    return len(outcomes) + len(labels)
 
 
-def _relabel(book: RuleBook, call: Call, facts: dict[str, Any]) -> bool:
+def _relabel(book: RuleBook, call: Any, facts: dict[str, Any]) -> dict[str, Any] | None:
+    """The columns of a call that the first matching label rule changes, None if none does."""
     if call.visit_id is not None:
-        return False  # a visit's click is better evidence than a menu choice
+        return None  # a visit's click is better evidence than a menu choice
     for rule in book.rules:
         label = {k: v for k, v in rule["set"].items() if k in LABEL}
         if label and matches(rule["when"], facts):
+            facts.update((name, value.lower()) for name, value in label.items())
             if all(getattr(call, k) == v for k, v in label.items()):
-                return False
-            for name, value in label.items():
-                setattr(call, name, value)
-                facts[name] = value.lower()
-            call.attribution_signals = {**call.attribution_signals, "label_rule": rule["name"]}
-            return True
-    return False
+                return None
+            signals = {**call.attribution_signals, "label_rule": rule["name"]}
+            current_label = {name: getattr(call, name) for name in LABEL}
+            return {"id": call.id, **current_label, **label, "attribution_signals": signals}
+    return None
 
 
 def _judge(
-    book: RuleBook, call: Call, facts: Mapping[str, Any]
+    book: RuleBook, call: Any, facts: Mapping[str, Any]
 ) -> tuple[OutcomeInput | None, str, str]:
     """The outcome the rules give a call, the kind of source and which rule."""
     if call.caller_e164 in book.blocked:

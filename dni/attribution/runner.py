@@ -9,12 +9,12 @@ evidence, runs the rules call by call in time order and writes every call back i
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, update
-from sqlalchemy.orm import Session, load_only
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
 
 from dni.attribution.evidence import (
     CallFacts,
@@ -27,6 +27,7 @@ from dni.attribution.evidence import (
     load_visit_traffic,
 )
 from dni.attribution.rules import Attribution, decide
+from dni.db import update_calls
 from dni.geo import IpRegions
 from dni.models import Call, Pool, Site, TrackingNumber
 from dni.outcomes import RuleBook, apply_rules
@@ -67,7 +68,7 @@ def attribute_calls(
         _stored(ev, call, r, timedelta(days=sites[call.site_id].unique_caller_days))
         for call, r in zip(calls, results, strict=True)
     ]
-    session.execute(update(Call), rows)
+    update_calls(session, rows)
     _judge(session, calls, sites, now or max(c.started_at for c in calls))
     return results
 
@@ -81,13 +82,23 @@ def _credit_touches(
     """Each credited call's traffic, from the visit of its journey its site's touch model
     picks (the visit that held the number, for `last`)."""
     credited = sorted({r.visit_id for r in results if r.visit_id is not None})
-    journeys = load_journeys(session, credited)
-    touched = []
-    for call, r in zip(calls, results, strict=True):
-        model = sites[call.site_id].touch
-        visit = r.visit_id and touch_visit(model, r.visit_id, journeys.get(r.visit_id, []))
-        touched.append(visit)
-    traffic = load_visit_traffic(session, sorted({v for v in touched if v}))
+    traffic = load_visit_traffic(session, credited)
+    # Only these need the visitor's journey: a `first` site's, and a direct visit's on a
+    # `last_non_direct` one.
+    models = {r.visit_id: sites[c.site_id].touch for c, r in zip(calls, results, strict=True)}
+    wanted = [
+        v
+        for v in credited
+        if models[v] == "first"
+        or (models[v] == "last_non_direct" and traffic.get(v, CallTraffic()).source == "direct")
+    ]
+    journeys = load_journeys(session, wanted)
+    touched = [
+        r.visit_id and touch_visit(models[r.visit_id], r.visit_id, journeys.get(r.visit_id, []))
+        for r in results
+    ]
+    earlier = sorted({v for v in touched if v and v not in traffic})
+    traffic |= load_visit_traffic(session, earlier)
     out = []
     for r, visit in zip(results, touched, strict=True):
         if visit is None:
@@ -111,30 +122,13 @@ def touch_visit(model: str, visit_id: str, journey: Sequence[JourneyVisit]) -> s
     return earlier[-1].id if earlier else visit_id
 
 
-RULE_COLUMNS = (
-    *(Call.id, Call.site_id, Call.status, Call.duration_seconds, Call.first_time, Call.ivr),
-    *(Call.source, Call.medium, Call.campaign, Call.keyword, Call.caller_region),
-    *(Call.caller_e164, Call.started_at, Call.visit_id, Call.attribution_method),
-    *(Call.attribution_signals, Call.outcome, Call.revenue, Call.currency, Call.order_id),
-    *(Call.outcome_note, Call.outcome_source, Call.outcome_at),
-)
-
-
 def _judge(
     session: Session, calls: Sequence[CallFacts], sites: dict[int, Site], now: datetime
 ) -> None:
     """Apply the sites' rules to calls just attributed (their outcome follows their credit)."""
-    books = {site_id: RuleBook.of(site) for site_id, site in sites.items()}
-    ids = [c.id for c in calls]
-    for first in range(0, len(ids), 500):
-        stored = session.scalars(
-            select(Call)
-            .where(Call.id.in_(ids[first : first + 500]))
-            .options(load_only(*RULE_COLUMNS))
-            .execution_options(populate_existing=True)
-        ).all()
-        for site_id, book in books.items():
-            apply_rules(session, book, [c for c in stored if c.site_id == site_id], now)
+    for site_id, site in sites.items():
+        ids = [c.id for c in calls if c.site_id == site_id]
+        apply_rules(session, RuleBook.of(site), ids, now)
 
 
 def _stored(
@@ -154,7 +148,7 @@ def _stored(
         "attribution_confidence": result.confidence,
         "attribution_candidates": result.candidates,
         "attribution_signals": result.signals,
-        **asdict(result.traffic),
+        **vars(result.traffic),  # a shallow copy: asdict's deep one cost a tenth of a batch
         "first_time": first_time,
     }
 
