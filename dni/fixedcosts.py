@@ -41,7 +41,7 @@ class FixedCosts:
         columns = []
         for cost in self.per_call:
             charged = answered & self._scope(cost) & self._in_effect(cost)
-            unit: Any = (Call.duration_seconds + 59) / 60 if cost["kind"] == "per_minute" else 1
+            unit: Any = (Call.duration_seconds + 59) // 60 if cost["kind"] == "per_minute" else 1
             columns.append(func.coalesce(func.sum(case((charged, unit), else_=0)), 0))
         return columns
 

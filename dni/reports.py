@@ -335,7 +335,7 @@ def _quarter(dialect: str) -> Any:
         origin: Any = literal_column("TIMESTAMPTZ '2000-01-01 00:00+00'")
         return func.date_bin(literal_column("INTERVAL '15 minutes'"), Call.started_at, origin)
     seconds = cast(func.strftime("%s", Call.started_at), Integer)  # SQLite keeps UTC as text
-    return func.datetime(seconds / 900 * 900, "unixepoch")
+    return func.datetime(seconds // 900 * 900, "unixepoch")
 
 
 def _local_hour(at: Any, when: Period) -> int:

@@ -291,12 +291,19 @@ def _parse_rule(position: int, rule: Fields, currency: str) -> dict[str, Any]:
         effect["revenue"] = done.amount("value", currency) or 0
     for name in LABEL:
         if name in set_raw:
-            effect[name] = done.text(name, max_len=200)
+            effect[name] = _label_text(done, name)
     return {
         "name": rule.text("name", max_len=100, required=False) or f"rule {position + 1}",
         "when": conditions,
         "set": effect,
     }
+
+
+def _label_text(table: Fields, name: str) -> str:
+    """A channel label's value: source and medium in lower case, as traffic and costs keep
+    them, so that spend meets the calls."""
+    value = table.text(name, max_len=200)
+    return value.lower() if name in ("source", "medium") else value
 
 
 def _hours(items: Fields) -> list[int]:
@@ -425,7 +432,8 @@ def _parse_source(source: Fields, country: str) -> SourceSpec:
     if labelled and ("target" in source.data or "match" in source.data):
         source.fail(labelled[0], "an offline number has a label and no target or match")
     if labelled:
-        label = {name: [source.text(name, max_len=200)] for name in labelled}
+        # source and medium in lower case, as traffic and costs write them
+        label = {name: [_label_text(source, name)] for name in labelled}
         if "source" not in label:
             source.fail("source", "required for an offline number")
     return SourceSpec(

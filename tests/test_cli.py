@@ -65,7 +65,7 @@ def test_an_old_schema_is_upgraded_on_sqlite_and_refused_on_a_server(database_ur
             assert result.exit_code == 0, result.output
         else:  # shared: the operator's step
             assert result.exit_code == 1
-            assert "revision 0002, this dni needs 0004: run `dni db upgrade`" in result.output
+            assert "revision 0002, this dni needs 0005: run `dni db upgrade`" in result.output
     finally:
         upgrade_database(database_url)
 

@@ -167,10 +167,11 @@ per_answered_call = "2"
     at = datetime(2026, 11, 2, 2, tzinfo=UTC)
     record(sessions, site, 1, at, duration=61)  # 2 minutes
     record(sessions, site, 2, at + timedelta(hours=1), duration=0, status="no-answer")
+    record(sessions, site, 3, at + timedelta(hours=2), duration=90)  # 2 minutes, not 1.5
     attribute(sessions)
     row = report(sessions, site, "source", (date(2026, 11, 2), date(2026, 11, 2)))["wechat"]
     monthly = round(100 / 30 + 500 / 30, 2)
-    assert row["cost"] == round(monthly + 0.20 + 2, 2)
+    assert row["cost"] == round(monthly + 0.40 + 2 * 2, 2)
 
 
 def test_the_default_rule_qualifies_answered_calls_of_a_minute(
