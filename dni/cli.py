@@ -373,7 +373,8 @@ def calls_import(
     file: Path, site_key: str, preset: str | None, maps: tuple[str, ...], dry_run: bool
 ) -> None:
     """Import call records from a CSV file; bad rows are reported and skipped."""
-    from dni.providers.csvfile import import_calls
+    from dni.errors import InvalidInput
+    from dni.providers.csvfile import import_calls, read_file
     from dni.providers.presets import PRESETS
     from dni.sites import read_site
 
@@ -385,14 +386,17 @@ def calls_import(
         site = read_site(session, site_key)
         if site is None:
             raise click.ClickException(f"unknown site {site_key!r}")
-        report = import_calls(
-            session,
-            site,
-            file.read_bytes(),
-            datetime.now(UTC),
-            PRESETS[preset] if preset else None,
-            mapping,
-        )
+        try:
+            report = import_calls(
+                session,
+                site,
+                read_file(file),
+                datetime.now(UTC),
+                PRESETS[preset] if preset else None,
+                mapping,
+            )
+        except InvalidInput as exc:
+            raise click.ClickException(f"{file}: {exc.message}") from None
         if dry_run:
             session.rollback()
         else:
@@ -431,6 +435,7 @@ def outcomes_import(
     """Match orders from a CSV file (UTF-8 or GBK) to calls; bad lines are reported and skipped."""
     from dni.errors import InvalidInput
     from dni.orders import import_orders
+    from dni.providers.csvfile import read_file
     from dni.sites import read_site
 
     if not all("=" in m for m in maps):
@@ -443,7 +448,7 @@ def outcomes_import(
             report = import_orders(
                 session,
                 site,
-                file.read_bytes(),
+                read_file(file),
                 datetime.now(UTC),
                 window_days=window_days,
                 mapping=dict(m.split("=", 1) for m in maps),
@@ -486,8 +491,9 @@ def costs_import(
     dry_run: bool,
 ) -> None:
     """Import daily spend from a console's export; bad lines are reported and skipped."""
-    from dni.costs import PRESETS, import_costs, read_report
+    from dni.costs import PRESETS, import_costs
     from dni.errors import InvalidInput
+    from dni.providers.csvfile import read_file
     from dni.sites import read_site
 
     if preset not in PRESETS:
@@ -503,7 +509,7 @@ def costs_import(
             report = import_costs(
                 session,
                 site,
-                read_report(file),
+                read_file(file),
                 preset,
                 datetime.now(UTC),
                 source=source,

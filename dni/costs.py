@@ -29,7 +29,6 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -38,10 +37,9 @@ from dni.errors import InvalidInput
 from dni.fields import text_problem
 from dni.models import Cost
 from dni.money import CURRENCY, MAX_MINOR, to_minor
-from dni.providers.csvfile import decode
+from dni.providers.csvfile import check_size, decode
 from dni.sites import SiteConfig
 
-MAX_FILE_BYTES = 100 * 1024 * 1024
 MAX_TEXT = 200  # the columns' width
 FIRST_DAY = date(2000, 1, 1)
 LAST_DAY = date(2100, 12, 31)
@@ -179,18 +177,6 @@ class LineError(Exception):
     """One line's problem, as "column: why"."""
 
 
-def read_report(path: Path) -> bytes:
-    """The bytes of an export, refused before reading when it is over MAX_FILE_BYTES."""
-    if path.stat().st_size > MAX_FILE_BYTES:
-        raise _too_large()
-    return path.read_bytes()
-
-
-def _too_large() -> InvalidInput:
-    size = f"{MAX_FILE_BYTES // (1024 * 1024)} MB"
-    return InvalidInput(f"the file is larger than {size}; split it by date", {"file": "too large"})
-
-
 def import_costs(
     session: Session,
     site: SiteConfig,
@@ -209,8 +195,7 @@ def import_costs(
     a whole is refused (InvalidInput) when it is empty, too large, undecodable or headerless.
     """
     chosen = _preset(preset, mapping or {})
-    if len(data) > MAX_FILE_BYTES:
-        raise _too_large()
+    check_size(data)
     if not data.strip():
         raise InvalidInput("the file is empty", {"file": "empty"})
     lines = _decode(data).splitlines(keepends=True)

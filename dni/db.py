@@ -16,7 +16,17 @@ from alembic import command
 from alembic.config import Config
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, Table, bindparam, create_engine, event, make_url, update
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    make_url,
+    update,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.errors import ConfigError
@@ -110,11 +120,15 @@ def downgrade_database(url: str, revision: str) -> None:
     command.downgrade(alembic_config(url), revision)
 
 
-def update_calls(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-    """UPDATE calls SET … WHERE id = :id for rows that all name the same columns, as one
-    executemany (the ORM's bulk update costs twice as much per row)."""
+def update_calls(
+    session: Session,
+    rows: Sequence[Mapping[str, Any]],
+    where: ColumnElement[bool] | None = None,
+) -> int:
+    """UPDATE calls SET … WHERE id = :id [AND where] for rows that all name the same columns, as
+    one executemany (the ORM's bulk update costs twice as much per row); how many it changed."""
     if not rows:
-        return
+        return 0
     from dni.models import Call  # the models import nothing of this module's
 
     table = cast(Table, Call.__table__)
@@ -124,4 +138,7 @@ def update_calls(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
         .where(table.c.id == bindparam("_id"))
         .values({name: bindparam(name) for name in names})
     )
-    session.execute(statement, [{**row, "_id": row["id"]} for row in rows])
+    if where is not None:
+        statement = statement.where(where)
+    result = session.execute(statement, [{**row, "_id": row["id"]} for row in rows])
+    return cast(CursorResult[Any], result).rowcount

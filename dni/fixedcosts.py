@@ -14,8 +14,7 @@ from datetime import date, datetime, timedelta
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, case, func, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, case, func, true
 
 from dni.models import Call
 from dni.sites import SiteConfig
@@ -30,11 +29,16 @@ LABEL = ("source", "medium", "campaign")
 class FixedCosts:
     """A site's fixed costs as they apply to one report period."""
 
-    def __init__(self, site: SiteConfig, when: Period) -> None:
+    def __init__(self, site: SiteConfig, when: Period, monthly: bool = True) -> None:
         self.site, self.when = site, when
         live = [c for c in site.fixed_costs if _overlap(c, when.first, when.last) is not None]
         self.per_call = [c for c in live if c["kind"] != "monthly"]
-        self.monthly = [c for c in live if c["kind"] == "monthly"]
+        # Each monthly fee's part in each month of the period (skipped by reports without cost).
+        self.parts: list[tuple[Mapping[str, Any], date, date, Fraction]] = []
+        for cost in live if monthly else ():
+            if cost["kind"] == "monthly":
+                first, last = _overlap(cost, when.first, when.last) or (when.first, when.last)
+                self.parts += [(cost, *part) for part in _month_parts(cost["amount"], first, last)]
 
     def per_call_columns(self, answered: ColumnElement[bool]) -> list[Any]:
         """One aggregate per per-call cost: the answered minutes or calls it is charged on."""
@@ -49,31 +53,29 @@ class FixedCosts:
         """What the per-call costs come to, given `per_call_columns`' figures of one row."""
         return sum(int(n) * cost["amount"] for n, cost in zip(figures, self.per_call, strict=True))
 
+    def monthly_columns(self, counted: ColumnElement[bool]) -> list[Any]:
+        """One aggregate per part of a monthly fee: the counted calls that carry it."""
+        columns = []
+        for cost, start, end, _ in self.parts:
+            carries = (
+                counted
+                & self._scope(cost)
+                & (Call.started_at >= self._moment(start))
+                & (Call.started_at < self._moment(end + timedelta(days=1)))
+            )
+            columns.append(func.coalesce(func.sum(case((carries, 1), else_=0)), 0))
+        return columns
+
     def monthly_shares(
-        self, session: Session, dimension: str, key: Any
+        self, dimension: str, carried: Sequence[Mapping[Any, int]]
     ) -> Iterator[tuple[Any, int]]:
-        """(value, minor units) of every monthly fee in the period, spread over its calls."""
-        for cost in self.monthly:
-            first, last = _overlap(cost, self.when.first, self.when.last) or (None, None)
-            assert first is not None and last is not None
-            for start, end, share in _month_parts(cost["amount"], first, last):
-                calls: dict[Any, int] = dict(
-                    session.execute(
-                        select(key, func.count())
-                        .where(
-                            Call.site_id == self.site.id,
-                            Call.started_at >= self._moment(start),
-                            Call.started_at < self._moment(end + timedelta(days=1)),
-                            Call.outcome != "spam",
-                            self._scope(cost),
-                        )
-                        .group_by(key)
-                    ).all()
-                )
-                if not calls:
-                    yield _label_value(cost, dimension), round(share)
-                    continue
-                yield from _allocate(share, calls).items()
+        """(value, minor units) of every part of a monthly fee, spread over the calls that carry
+        it: `carried` holds the calls per value of each part (`monthly_columns`' figures)."""
+        for (cost, _, _, share), calls in zip(self.parts, carried, strict=True):
+            if not calls:
+                yield _label_value(cost, dimension), round(share)
+                continue
+            yield from _allocate(share, calls).items()
 
     def _moment(self, day: date) -> datetime:
         return datetime(day.year, day.month, day.day, tzinfo=self.when.zone)

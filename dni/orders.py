@@ -26,13 +26,18 @@ from dni.fields import text_problem
 from dni.models import Call
 from dni.money import to_minor
 from dni.outcomes import MAX_NOTE, STATUSES, OutcomeInput, set_outcome
-from dni.providers.csvfile import decode
+from dni.providers.csvfile import check_size, decode
 from dni.reports import mask
 from dni.sites import SiteConfig
 
 MAX_CALL_ID = 128  # as long as a stored provider call id
 MAX_PROVIDER = 32
 MAX_ORDER_ID = 128
+# A call's orders, when it holds several: "T-1, T-2" in its order_id.
+ORDER_JOIN = ", "
+# The status a call holding several orders shows: the strongest any of them gives.
+ORDER_STATUSES = ("sale", "qualified", "lead")
+MAX_CANDIDATES = 100  # a caller's calls in the window an order may go to
 # Orders placed in these years only: anything else is a typo or a spreadsheet's serial number.
 FIRST_YEAR, LAST_YEAR = 2000, 2999
 
@@ -111,18 +116,22 @@ LOOSE_TIME = re.compile(
 
 @dataclass
 class OrderReport:
-    """What an import did; `unchanged` counts matched orders the calls already had."""
+    """What an import did; `added` counts orders added to a call that held others, `unchanged`
+    matched orders the calls already had; `lines` says what became of each matched line."""
 
     by_call_id: int = 0
     by_caller: int = 0
+    added: int = 0
     unchanged: int = 0
     errors: list[str] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         matched = self.by_call_id + self.by_caller
+        added = f"{self.added} added to a call's orders; " if self.added else ""
         return (
             f"matched {matched} order(s): {self.by_call_id} by call id, "
-            f"{self.by_caller} by caller; {self.unchanged} unchanged; "
+            f"{self.by_caller} by caller; {added}{self.unchanged} unchanged; "
             f"{len(self.errors)} bad line(s)"
         )
 
@@ -168,8 +177,10 @@ def import_orders(
     """Give each order's call its outcome (source "import"); bad lines are reported by number.
 
     `mapping` names a column for our fields (ours -> theirs) beyond the names COLUMNS knows.
+    An order for a call that holds other orders is added to them (`_with_order`).
     InvalidInput when the file as a whole cannot be read. Importing a file again changes nothing.
     """
+    check_size(data)
     rows = csv.reader(io.StringIO(decode(data), newline=""))
     try:
         header = next(rows, None)
@@ -182,7 +193,7 @@ def import_orders(
     zone = ZoneInfo(site.timezone)
     window = timedelta(days=window_days)
     orders: dict[str, int] = {}  # order id -> its line
-    calls: dict[int, int] = {}  # call -> the line that gave it its outcome
+    calls: dict[int, tuple[int, bool]] = {}  # call -> its first order's line, and if it had an id
     for line, cells in _lines(rows, report):
         row = {ours: _cell(cells[i]) if i < len(cells) else "" for ours, i in where.items()}
         try:
@@ -190,8 +201,10 @@ def import_orders(
             if row.get("call_id"):
                 call = _by_call_id(session, site, row)
             else:
-                call = _by_caller(session, site, row, zone, window)
+                call = _by_caller(session, site, row, given.order_id, zone, window)
             _claim(orders, given.order_id, calls, call, line)
+            held = call.order_id
+            outcome = _with_order(call, given)
         except DniError as error:
             problems = "; ".join(f"{name}: {why}" for name, why in error.fields.items())
             report.errors.append(f"line {line}: {problems or error.message}")
@@ -200,9 +213,49 @@ def import_orders(
             report.by_call_id += 1
         else:
             report.by_caller += 1
-        if not set_outcome(session, call, given, "import", f"import {filename}", now):
+        order = f"order {given.order_id[:40]!r}" if given.order_id else "the order"
+        shown = f"call {call.provider_call_id[:40]!r}"
+        set_by = f"import {filename}"
+        if outcome is None or not set_outcome(session, call, outcome, "import", set_by, now):
             report.unchanged += 1
+            report.lines.append(f"line {line}: {order} is on {shown} already: unchanged")
+        elif outcome is given:
+            report.lines.append(f"line {line}: {order} given to {shown}")
+        else:
+            report.added += 1
+            report.lines.append(f"line {line}: {order} added to {shown}, which held {held[:80]}")
     return report
+
+
+def order_ids(call: Call) -> list[str]:
+    """The ids of the orders a call holds (one, or several joined by ORDER_JOIN)."""
+    return call.order_id.split(ORDER_JOIN) if call.order_id else []
+
+
+def _with_order(call: Call, given: OutcomeInput) -> OutcomeInput | None:
+    """The outcome the call gets with this order: the order's own when the call holds no other
+    order; None when the order is one of several the call holds already; else the call's
+    orders with this one added (revenue summed, order ids joined, the strongest status).
+
+    InvalidInput when the order has no id and the call holds one (the two cannot be told
+    apart: adding would count it again on every import), or the ids would not fit."""
+    held = order_ids(call)
+    if not held or held == [given.order_id]:
+        return given
+    if given.order_id in held:
+        return None
+    shown = f"call {call.provider_call_id[:40]!r} holds order(s) {call.order_id[:80]}"
+    if not given.order_id:
+        raise InvalidInput("order without an id", {"order_id": f"required: {shown}"})
+    order_id = call.order_id + ORDER_JOIN + given.order_id
+    note = "; ".join(text for text in (call.outcome_note, given.note) if text)
+    if len(order_id) > MAX_ORDER_ID or len(note) > MAX_NOTE:
+        why = f"{shown}: no room for another in its {MAX_ORDER_ID} characters (or its note)"
+        raise InvalidInput("too many orders", {"order_id": why})
+    status = next((s for s in ORDER_STATUSES if given.status == s or call.outcome == s), None)
+    return OutcomeInput(
+        status or given.status, call.revenue + given.revenue, given.currency, order_id, note
+    )
 
 
 def _normal(name: str) -> str:
@@ -297,6 +350,10 @@ def _outcome(row: Mapping[str, str], site: SiteConfig) -> OutcomeInput:
     for name, cap in (("order_id", MAX_ORDER_ID), ("note", MAX_NOTE)):
         if len(row.get(name, "")) > cap:
             problems.setdefault(name, f"must be at most {cap} characters")
+    if ORDER_JOIN in row.get("order_id", ""):
+        problems.setdefault(
+            "order_id", f"must not contain {ORDER_JOIN!r} (it joins a call's orders)"
+        )
     if problems:
         raise InvalidInput("bad order", problems)
     return OutcomeInput(
@@ -318,9 +375,15 @@ def _by_call_id(session: Session, site: SiteConfig, row: Mapping[str, str]) -> C
 
 
 def _by_caller(
-    session: Session, site: SiteConfig, row: Mapping[str, str], zone: ZoneInfo, window: timedelta
+    session: Session,
+    site: SiteConfig,
+    row: Mapping[str, str],
+    order_id: str,
+    zone: ZoneInfo,
+    window: timedelta,
 ) -> Call:
-    """The latest call from the order's phone number to the site within `window` before it."""
+    """The call from the order's phone number to the site within `window` before it that
+    holds this order already, else the latest that holds no order, else the latest."""
     caller = read_caller(row.get("phone", "")[:64], site.country).e164
     problems: dict[str, str] = {}
     if not caller:
@@ -336,7 +399,7 @@ def _by_caller(
         )
     if problems or ordered is None:
         raise InvalidInput("bad order", problems)
-    call = session.scalars(
+    calls = session.scalars(
         select(Call)
         .where(
             Call.site_id == site.id,
@@ -345,13 +408,15 @@ def _by_caller(
             Call.started_at >= ordered - window,
         )
         .order_by(Call.started_at.desc(), Call.id.desc())
-        .limit(1)
-    ).first()
-    if call is None:
+        .limit(MAX_CANDIDATES)
+    ).all()
+    if not calls:
         shown = ordered.astimezone(zone).strftime("%Y-%m-%d %H:%M")
         why = f"no call from {mask(caller)} in the {window.days} days before {shown}"
         raise NotFound("no call", {"phone": why})
-    return call
+    holding = (call for call in calls if order_id and order_id in order_ids(call))
+    free = (call for call in calls if not call.order_id)
+    return next(holding, None) or next(free, None) or calls[0]
 
 
 def _ordered_at(written: str, zone: ZoneInfo) -> datetime | None:
@@ -381,14 +446,23 @@ def _ordered_at(written: str, zone: ZoneInfo) -> datetime | None:
 
 
 def _claim(
-    orders: dict[str, int], order_id: str, calls: dict[int, int], call: Call, line: int
+    orders: dict[str, int],
+    order_id: str,
+    calls: dict[int, tuple[int, bool]],
+    call: Call,
+    line: int,
 ) -> None:
-    """One order per order id and one per call in a file, so that importing it again is a no-op."""
+    """One line per order id in a file; and an order without an id takes a call no other line
+    of the file does (two such could not be told apart), so that importing again is a no-op."""
     if order_id and order_id in orders:
         raise InvalidInput("duplicate order", {"order_id": f"already on line {orders[order_id]}"})
-    if call.id in calls:
-        why = f"call {call.provider_call_id[:40]!r} already took the order on line {calls[call.id]}"
+    earlier = calls.get(call.id)
+    if earlier is not None and not (order_id and earlier[1]):
+        why = (
+            f"call {call.provider_call_id[:40]!r} already took the order on line {earlier[0]}; "
+            "orders with an order id can share a call"
+        )
         raise InvalidInput("one order per call", {"call_id": why})
     if order_id:
         orders[order_id] = line
-    calls[call.id] = line
+    calls.setdefault(call.id, (line, bool(order_id)))

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import insert, select
+from sqlalchemy import insert, literal, select
 from sqlalchemy.orm import Session
 
 from dni.db import update_calls
@@ -207,10 +207,28 @@ def apply_rules(session: Session, book: RuleBook, call_ids: Sequence[int], now: 
             outcomes.append({"id": call.id, **_columns(given, source, now)})
             history.append(_history(call.id, given, source, set_by, now))
     update_calls(session, labels)
-    update_calls(session, outcomes)
+    # An explicit outcome may have landed since the read: the update skips those calls, and
+    # only the calls it changed get a history row. (Literal values: an executemany cannot
+    # expand an IN list.)
+    unless_explicit = Call.outcome_source.not_in([literal(name) for name in EXPLICIT])
+    if update_calls(session, outcomes, unless_explicit) < len(outcomes):
+        ours = _still_judged(session, [row["id"] for row in outcomes])
+        outcomes = [row for row in outcomes if row["id"] in ours]
+        history = [row for row in history if row["call_id"] in ours]
     if history:
         session.execute(insert(Outcome), history)
     return len(outcomes) + len(labels)
+
+
+def _still_judged(session: Session, call_ids: Sequence[int]) -> set[int]:
+    """Those of these calls that no explicit outcome holds (after this transaction's updates:
+    the ones the rules just changed)."""
+    ours: set[int] = set()
+    for first in range(0, len(call_ids), BATCH):
+        part = call_ids[first : first + BATCH]
+        query = select(Call.id).where(Call.id.in_(part), Call.outcome_source.not_in(EXPLICIT))
+        ours.update(session.scalars(query))
+    return ours
 
 
 def _relabel(book: RuleBook, call: Any, facts: dict[str, Any]) -> dict[str, Any] | None:

@@ -9,6 +9,7 @@ site's currency. ROI = (revenue − cost) / cost, in percent; null where there i
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -16,7 +17,6 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     ColumnElement,
-    Float,
     Integer,
     case,
     cast,
@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from dni.fixedcosts import FixedCosts
 from dni.models import Call, Cost, Visit, VisitCount
-from dni.money import to_major
+from dni.money import minor_digits
 from dni.outcomes import LEADS, QUALIFIED
 from dni.sites import SiteConfig
 from dni.visitcounts import CHANNEL_JOIN, spans
@@ -154,23 +154,24 @@ def _visit_json(visit: Visit, zone: ZoneInfo) -> dict[str, Any]:
     }
 
 
+def _traffic_columns(model: type[Call] | type[Cost]) -> dict[str, Any]:
+    """The traffic a call is credited to, or spend was reported for, by report dimension."""
+    return {
+        "keyword": model.keyword,
+        "source": model.source,
+        "medium": model.medium,
+        "campaign": model.campaign,
+        "channel": model.source + literal(CHANNEL_JOIN) + model.medium,
+    }
+
+
 CALL_COLUMNS: dict[str, Any] = {
-    "keyword": Call.keyword,
-    "source": Call.source,
-    "medium": Call.medium,
-    "campaign": Call.campaign,
-    "channel": Call.source + literal(CHANNEL_JOIN) + Call.medium,
+    **_traffic_columns(Call),
     "landing_page": Call.landing_page,
     "device": Call.device,
     "region": Call.caller_region,
 }
-COST_COLUMNS: dict[str, Any] = {
-    "keyword": Cost.keyword,
-    "source": Cost.source,
-    "medium": Cost.medium,
-    "campaign": Cost.campaign,
-    "channel": Cost.source + literal(CHANNEL_JOIN) + Cost.medium,
-}
+COST_COLUMNS = _traffic_columns(Cost)
 ANSWERED = (Call.status == "completed") & (Call.duration_seconds > 0)
 SPAM = Call.outcome == "spam"
 OPEN_LEAD = Call.outcome.in_(("lead", "qualified"))
@@ -184,21 +185,20 @@ def _sum(condition: ColumnElement[bool], value: Any) -> Any:
     return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     """One report row while it is assembled, money in minor units."""
 
     value: Any
     visits: int = 0
-    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(COUNTS, 0))
+    counts: list[int] = field(default_factory=lambda: [0] * len(COUNTS))
     revenue: int = 0
     estimated: float = 0.0
     spend: int = 0  # ad spend and fixed costs
 
     def add(self, other: Row) -> None:
         self.visits += other.visits
-        for name, n in other.counts.items():
-            self.counts[name] += n
+        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
         self.revenue += other.revenue
         self.estimated += other.estimated
         self.spend += other.spend
@@ -206,9 +206,10 @@ class Row:
 
 class Rows(dict[Any, Row]):
     def at(self, value: Any) -> Row:
-        if value not in self:
-            self[value] = Row(value)
-        return self[value]
+        row = self.get(value)
+        if row is None:
+            row = self[value] = Row(value)
+        return row
 
 
 def call_report(
@@ -227,61 +228,67 @@ def call_report(
         # no JIT, whose compiling (set off by the join's row estimate) cost more than the query.
         session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
+    costed = dimension in SPEND_DIMENSIONS
+    fees = FixedCosts(site, when, monthly=costed)
     rows = Rows()
-    fees = FixedCosts(site, when)
     key = _quarter(dialect) if dimension == "hour" else CALL_COLUMNS[dimension]
-    for value, row in _calls(session, site, when, key, fees).items():
-        rows.at(_local_hour(value, when) if dimension == "hour" else value).add(row)
+    found, carried = _calls(session, site, when, key, fees)
+    if dimension == "hour":
+        for value, row in found.items():
+            rows.at(_local_hour(value, when)).add(row)
+    else:
+        rows.update(found)
     if dimension != "region":  # visits have no caller region
-        for value, n in session.execute(select(_visit_counts(site, when, dimension))):
+        visits = select(_visit_counts(site, when, dimension))
+        for value, n in session.connection().execute(visits).all():
             rows.at(value).visits += int(n)
-    if dimension in SPEND_DIMENSIONS:
+    if costed:
         spend = select(COST_COLUMNS[dimension], func.sum(Cost.amount)).where(
             Cost.site_id == site.id, Cost.day >= when.first, Cost.day <= when.last
         )
-        for value, amount in session.execute(spend.group_by(COST_COLUMNS[dimension])):
+        for value, amount in session.connection().execute(spend.group_by(COST_COLUMNS[dimension])):
             rows.at(value).spend += int(amount)
-        for value, amount in fees.monthly_shares(session, dimension, key):
+        for value, amount in fees.monthly_shares(dimension, carried):
             rows.at(value).spend += amount
     ordered = sorted(
         rows.values(),
-        key=lambda r: (-r.counts["calls"], -r.counts["answered"], -r.visits, str(r.value)),
+        key=lambda r: (-r.counts[0], -r.counts[1], -r.visits, str(r.value)),  # calls, answered
     )
-    costed = dimension in SPEND_DIMENSIONS
     return [{dimension: r.value, **report_columns(r, site.currency, costed)} for r in ordered]
 
 
 def report_columns(row: Row, currency: str, costed: bool = True) -> dict[str, Any]:
     """A row's figures: counts, then money in major units, rates in percent."""
-    counts = row.counts
-    cost = row.spend if costed else None
-
-    def per(n: int) -> float | None:
-        return to_major(round(cost / n), currency) if cost is not None and n else None
-
-    return {
-        "visits": row.visits,
-        **counts,
-        "revenue": to_major(row.revenue, currency),
-        "estimated_value": to_major(round(row.estimated), currency),
-        "cost": to_major(cost, currency),
-        "cost_per_call": per(counts["calls"]),
-        "cost_per_lead": per(counts["leads"]),
-        "conversion_rate": (
-            round(100 * counts["sales"] / counts["leads"], 1) if counts["leads"] else None
-        ),
-        "roi": round(100 * (row.revenue - cost) / cost, 1) if cost else None,
-    }
+    figures: dict[str, Any] = {"visits": row.visits}
+    figures.update(zip(COUNTS, row.counts, strict=True))
+    calls, leads, sales = figures["calls"], figures["leads"], figures["sales"]
+    digits = minor_digits(currency)
+    scale = 10**digits
+    cost = row.spend
+    figures["revenue"] = round(row.revenue / scale, digits)
+    figures["estimated_value"] = round(round(row.estimated) / scale, digits)
+    figures["cost"] = round(cost / scale, digits) if costed else None
+    figures["cost_per_call"] = (
+        round(round(cost / calls) / scale, digits) if costed and calls else None
+    )
+    figures["cost_per_lead"] = (
+        round(round(cost / leads) / scale, digits) if costed and leads else None
+    )
+    figures["conversion_rate"] = round(100 * sales / leads, 1) if leads else None
+    figures["roi"] = round(100 * (row.revenue - cost) / cost, 1) if costed and cost else None
+    return figures
 
 
 def _calls(
     session: Session, site: SiteConfig, when: Period, key: Any, fees: FixedCosts
-) -> dict[Any, Row]:
-    """Calls by `key`: counts, revenue, the estimated value of open leads and the per-call
-    fixed costs, in one pass over the period's calls."""
-    rates = _lead_values(site, when)
+) -> tuple[dict[Any, Row], list[dict[Any, int]]]:
+    """Calls by `key` in one pass over the period's calls: counts, revenue, the estimated value
+    of open leads and the per-call fixed costs; and, per part of a monthly fee, the calls of
+    each value that carry it."""
     counted = ~SPAM
+    worth = _lead_worth(_lead_values(session, site, when))
     per_call = fees.per_call_columns(counted & ANSWERED)
+    monthly = fees.monthly_columns(counted)
     query = (
         select(
             key.label("value"),
@@ -293,39 +300,54 @@ def _calls(
             _count(Call.outcome == "sale"),
             _count(SPAM),
             _sum(Call.outcome.in_(LEADS), Call.revenue),
-            _sum(OPEN_LEAD, func.coalesce(rates.c.value, 0)),
+            _sum(OPEN_LEAD, worth) if worth is not None else literal(0),
             *per_call,
+            *monthly,
         )
-        .outerjoin(rates, (rates.c.source == Call.source) & (rates.c.medium == Call.medium))
         .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
         .group_by(key)
     )
     found: dict[Any, Row] = {}
-    for value, *figures in session.execute(query):
-        counts, (revenue, estimated, *fixed) = figures[: len(COUNTS)], figures[len(COUNTS) :]
-        row = Row(value, counts=dict(zip(COUNTS, map(int, counts), strict=True)))
-        row.revenue, row.estimated = int(revenue), float(estimated)
-        row.spend = fees.per_call_amount(fixed)
+    carried: list[dict[Any, int]] = [{} for _ in monthly]
+    width, fixed = len(COUNTS), len(per_call)
+    for value, *figures in session.connection().execute(query).all():  # Core: no ORM loading
+        row = Row(value, counts=figures[:width])  # whole numbers from the database
+        row.revenue, row.estimated = int(figures[width]), float(figures[width + 1])
+        if fixed:
+            row.spend = fees.per_call_amount(figures[width + 2 : width + 2 + fixed])
+        for part, n in zip(carried, figures[width + 2 + fixed :], strict=True):
+            if n:
+                part[value] = int(n)
         found[value] = row
-    return found
+    return found, carried
 
 
-def _lead_values(site: SiteConfig, when: Period) -> Any:
+def _lead_values(session: Session, site: SiteConfig, when: Period) -> dict[tuple[str, str], float]:
     """What an open lead of each channel is worth in minor units: its leads' booked revenue of
-    the ESTIMATE_DAYS before the period's end over their number."""
+    the ESTIMATE_DAYS before the period's end over their number (channels with sales only)."""
     since = when.end - timedelta(days=ESTIMATE_DAYS)
-    leads = func.sum(case((Call.outcome.in_(LEADS), 1), else_=0))
-    sold = func.sum(case((Call.outcome == "sale", Call.revenue), else_=0))
-    return (
-        select(
-            Call.source.label("source"),
-            Call.medium.label("medium"),
-            (cast(sold, Float) / func.nullif(leads, 0)).label("value"),
+    query = (
+        select(Call.source, Call.medium, func.count(), _sum(Call.outcome == "sale", Call.revenue))
+        .where(
+            Call.site_id == site.id,
+            Call.started_at >= since,
+            Call.started_at < when.end,
+            Call.outcome.in_(LEADS),
         )
-        .where(Call.site_id == site.id, Call.started_at >= since, Call.started_at < when.end)
         .group_by(Call.source, Call.medium)
-        .subquery()
     )
+    return {(s, m): int(sold) / n for s, m, n, sold in session.execute(query) if sold}
+
+
+def _lead_worth(values: Mapping[tuple[str, str], float]) -> Any:
+    """A call's channel's lead value, as an SQL expression (None when no channel has one)."""
+    if not values:
+        return None
+    branches = [
+        ((Call.source == source) & (Call.medium == medium), value)
+        for (source, medium), value in sorted(values.items())
+    ]
+    return case(*branches, else_=0.0)
 
 
 def _quarter(dialect: str) -> Any:

@@ -11,9 +11,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.cli import main
-from dni.costs import MAX_FILE_BYTES, CostReport, add_cost, import_costs, read_report
+from dni.costs import CostReport, add_cost, import_costs
 from dni.errors import InvalidInput
 from dni.models import Cost
+from dni.providers.csvfile import MAX_FILE_BYTES, read_file
 from dni.sites import read_site
 
 pytestmark = pytest.mark.usefixtures("shop")
@@ -317,7 +318,7 @@ def test_files_over_100_mb_are_refused_before_reading(tmp_path: Path) -> None:
     with file.open("wb") as handle:
         handle.truncate(MAX_FILE_BYTES + 1)  # sparse: nothing is written to disk
     with pytest.raises(InvalidInput, match="larger than 100 MB"):
-        read_report(file)
+        read_file(file)
 
 
 @pytest.mark.usefixtures("env")

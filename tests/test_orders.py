@@ -11,10 +11,12 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+import dni.providers.csvfile
 from dni.cli import main
 from dni.errors import InvalidInput
 from dni.models import Call, Outcome
 from dni.orders import OrderReport, import_orders
+from dni.providers.csvfile import read_file
 from dni.sites import SiteConfig
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
@@ -133,17 +135,89 @@ def test_importing_the_same_file_again_changes_nothing(
     assert (outcome_of(sessions, 2), outcome_of(sessions, 3)) == before
 
 
-def test_an_order_id_twice_and_a_call_twice_are_bad_lines(
+def test_an_order_id_twice_and_an_order_without_id_on_a_taken_call_are_bad_lines(
     sessions: sessionmaker[Session], site: SiteConfig
 ) -> None:
-    text = "call_id,order_id\ncall-1,A\ncall-2,A\ncall-1,B\ncall-2,\n"
+    text = "call_id,order_id\ncall-1,A\ncall-2,A\ncall-1,B\ncall-2,\ncall-2,C\ncall-1,\n"
     report = run(sessions, site, text)
     assert report.errors == [
         "line 3: order_id: already on line 2",
-        "line 4: call_id: call 'call-1' already took the order on line 2",
+        "line 6: call_id: call 'call-2' already took the order on line 5; "
+        "orders with an order id can share a call",
+        "line 7: call_id: call 'call-1' already took the order on line 2; "
+        "orders with an order id can share a call",
     ]
-    assert report.by_call_id == 2
-    assert outcome_of(sessions, 2)[2] == ""
+    assert (report.by_call_id, report.added) == (3, 1)
+    assert outcome_of(sessions, 1)[2] == "A, B"
+    assert outcome_of(sessions, 2)[:3] == ("sale", 0, "")
+
+
+TWO_ORDERS = """订单号,下单时间,手机号,实付金额
+A,2026-11-06 10:00,13812345678,100
+B,2026-11-06 11:00,13812345678,20.50
+"""
+
+
+def test_a_callers_second_order_goes_to_their_latest_call_without_one(
+    sessions: sessionmaker[Session], site: SiteConfig
+) -> None:
+    report = run(sessions, site, TWO_ORDERS)
+    assert report.errors == []
+    assert outcome_of(sessions, 2)[:3] == ("sale", 100_00, "A")
+    assert outcome_of(sessions, 1)[:3] == ("sale", 20_50, "B")
+    assert report.lines == [
+        "line 2: order 'A' given to call 'call-2'",
+        "line 3: order 'B' given to call 'call-1'",
+    ]
+
+
+def test_an_order_is_added_to_a_call_when_every_call_of_its_caller_holds_one(
+    sessions: sessionmaker[Session], site: SiteConfig
+) -> None:
+    three = TWO_ORDERS + "C,2026-11-06 12:00,13812345678,1.25\n"
+    first = run(sessions, site, three)
+    assert first.summary() == (
+        "matched 3 order(s): 0 by call id, 3 by caller; 1 added to a call's orders; "
+        "0 unchanged; 0 bad line(s)"
+    )
+    assert first.lines[2] == "line 4: order 'C' added to call 'call-2', which held A"
+    assert outcome_of(sessions, 2)[:3] == ("sale", 101_25, "A, C")
+    later = run(sessions, site, "call_id,order_id,revenue,status\ncall-2,D,5,已取消\n")
+    assert (later.added, later.errors) == (1, [])
+    assert outcome_of(sessions, 2)[:3] == ("sale", 101_25, "A, C, D")
+    history = imported(sessions)
+    for text in (three, three, "call_id,order_id,revenue\ncall-2,D,0\n"):
+        again = run(sessions, site, text)
+        assert again.added == 0 and again.unchanged == again.by_call_id + again.by_caller
+    assert imported(sessions) == history
+    assert (outcome_of(sessions, 1)[2], outcome_of(sessions, 2)[2]) == ("B", "A, C, D")
+    assert again.lines == ["line 2: order 'D' is on call 'call-2' already: unchanged"]
+
+
+def test_an_order_without_an_id_is_not_added_to_a_call_holding_orders(
+    sessions: sessionmaker[Session], site: SiteConfig
+) -> None:
+    run(sessions, site, "call_id,order_id,revenue\ncall-1,A,10\n")
+    report = run(sessions, site, "call_id,revenue\ncall-1,99\n")
+    assert report.errors == ["line 2: order_id: required: call 'call-1' holds order(s) A"]
+    assert outcome_of(sessions, 1)[:3] == ("sale", 10_00, "A")
+
+
+def test_an_order_file_over_the_size_cap_is_refused_whole(
+    sessions: sessionmaker[Session],
+    site: SiteConfig,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    monkeypatch.setattr(dni.providers.csvfile, "MAX_FILE_BYTES", 1024 * 1024)
+    big = "call_id,order_id\n" + "call-1,A\n" * 120_000
+    with pytest.raises(InvalidInput, match="larger than 1 MB; split it by date"):
+        run(sessions, site, big)
+    file = tmp_path / "orders.csv"
+    file.write_text(big)
+    with pytest.raises(InvalidInput, match="larger than 1 MB"):
+        read_file(file)
+    assert imported(sessions) == 0
 
 
 def test_a_cancelled_order_makes_a_lead_without_revenue(
@@ -180,6 +254,7 @@ BAD_LINES = [
     ("call-2,sale,1,USD,,", "currency: must be CNY, the site's currency"),
     (f"call-2,sale,1,,,{'n' * 2001}", "note: must be at most 2000 characters"),
     (f"call-2,sale,1,,{'o' * 129},", "order_id: must be at most 128 characters"),
+    ('call-2,sale,1,,"A, B",', "order_id: must not contain ', ' (it joins a call's orders)"),
     ("call-2,sale,1,,,a\x00b", "note: must not contain NUL characters"),
     ("call-2,sale,1,,,a\x1bb", "note: must not contain control characters"),
     ("nope,sale,1,,,", "call_id: no call 'nope'"),

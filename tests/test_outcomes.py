@@ -10,12 +10,14 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+import dni.outcomes
 from dni.attribution import attribute_pending
+from dni.attribution.evidence import load_journeys
 from dni.calls import CallRecord, record_call
 from dni.errors import ConfigError
 from dni.history import flush_history
-from dni.models import Call, Cost, Outcome
-from dni.outcomes import OutcomeInput, set_outcome
+from dni.models import Call, Cost, Outcome, Site, Visit
+from dni.outcomes import OutcomeInput, RuleBook, apply_rules, set_outcome
 from dni.reports import call_report, period
 from dni.sitefile import export_sites, parse_sites
 from dni.sites import SiteConfig, read_site
@@ -443,3 +445,91 @@ def test_spam_is_kept_out_of_every_other_column(sessions: sessionmaker[Session])
     row = report(sessions, site, "source", NOVEMBER)["wechat"]
     assert (row["calls"], row["answered"], row["leads"], row["spam"]) == (1, 1, 1, 1)
     assert row["cost_per_call"] == 600.0  # both monthly fees, carried by the one real call
+
+
+def test_an_explicit_outcome_set_while_the_rules_decide_is_kept(
+    sessions: sessionmaker[Session], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    site = money_site(sessions)
+    record(sessions, site, 1, datetime(2026, 11, 2, 2, tzinfo=UTC), duration=90)
+    attribute(sessions)
+    assert call(sessions, 1).outcome == "qualified"
+    with sessions.begin() as session:  # the call turns out shorter: the rule would undo it
+        session.get_one(Call, call(sessions, 1).id).duration_seconds = 30
+    real = dni.outcomes.update_calls
+
+    def crm_answers_first(session: Session, rows: Any, *args: Any) -> int:
+        """Between the rules' read and their write, the CRM sells the call."""
+        if rows and "outcome" in rows[0]:
+            with sessions.begin() as other:
+                sold = other.get_one(Call, rows[0]["id"])
+                set_outcome(other, sold, OutcomeInput("sale", 500_00, "CNY"), "api", "crm", FAR)
+        return real(session, rows, *args)
+
+    monkeypatch.setattr(dni.outcomes, "update_calls", crm_answers_first)
+    with sessions.begin() as session:
+        assert apply_rules(session, RuleBook.of(site), [call(sessions, 1).id], FAR) == 0
+    stored = call(sessions, 1)
+    assert (stored.outcome, stored.revenue, stored.outcome_source) == ("sale", 500_00, "api")
+    with sessions() as session:
+        history = session.execute(select(Outcome.status, Outcome.source).order_by(Outcome.id))
+        assert list(history) == [("qualified", "rule"), ("sale", "api")]
+
+
+def visit(
+    session: Session, site_id: int, visit_id: str, visitor: str, day: int, source: str
+) -> None:
+    at = datetime(2026, 11, day, 2, tzinfo=UTC)
+    session.add(
+        Visit(
+            id=visit_id,
+            site_id=site_id,
+            visitor_id=visitor,
+            started_at=at,
+            last_seen_at=at,
+            landing_page="https://shop.example.cn/",
+            source=source,
+            medium="cpc" if source != "direct" else "",
+        )
+    )
+
+
+def test_a_journey_holds_its_own_sites_visits_up_to_the_credited_one(
+    sessions: sessionmaker[Session],
+) -> None:
+    with sessions.begin() as session:
+        shop, other = Site(key="shop"), Site(key="other")
+        session.add_all([shop, other])
+        session.flush()
+        visit(session, other.id, "o-1", "shared", 1, "google")  # same visitor id, other site
+        visit(session, shop.id, "s-1", "shared", 2, "baidu")
+        visit(session, shop.id, "s-2", "shared", 3, "direct")
+        visit(session, shop.id, "s-3", "shared", 4, "sogou")  # after the credited visit
+        visit(session, shop.id, "e-1", "", 2, "baidu")  # no visitor id: strangers
+        visit(session, shop.id, "e-2", "", 3, "direct")
+    with sessions() as session:
+        journeys = load_journeys(session, ["s-2", "o-1", "e-2"])
+    assert {key: [v.id for v in found] for key, found in journeys.items()} == {
+        "s-2": ["s-1", "s-2"],
+        "o-1": ["o-1"],
+        "e-2": ["e-2"],
+    }
+
+
+@pytest.mark.parametrize(
+    "rate", ["per_minute = '0.125'", "monthly = '100.005'", "per_minute = 0.001"]
+)
+def test_a_fixed_cost_finer_than_a_fen_is_refused_by_name(rate: str) -> None:
+    extra = f"[[site.cost]]\nname = 'carrier'\n{rate}\n[[site.cost]]\nper_minute = 'x'"
+    with pytest.raises(ConfigError) as raised:
+        parse_sites(MONEY.format(wechat=WECHAT, extra=extra, head=""))
+    kind = rate.split(" ")[0]
+    assert raised.value.fields[f"site[money].cost[2].{kind}"] == (
+        "finer than CNY's smallest unit (0.01): dni keeps whole minor units"
+    )
+    assert "site[money].cost[3].per_minute" in raised.value.fields  # every error is named
+
+
+def test_a_rate_with_trailing_zeros_is_exact(sessions: sessionmaker[Session]) -> None:
+    site = money_site(sessions, "[[site.cost]]\nper_minute = '0.120'")
+    assert site.fixed_costs[-1]["amount"] == 12

@@ -220,33 +220,44 @@ class JourneyVisit:
 
 
 def load_journeys(session: Session, visit_ids: Sequence[str]) -> dict[str, list[JourneyVisit]]:
-    """For each visit, its visitor's visits to the same site in the JOURNEY_DAYS before it and
-    itself, oldest first."""
+    """For each visit, its visitor's visits to the same site in the JOURNEY before it and
+    itself, oldest first; a visit without a visitor id is a journey of its own."""
     credited = {}
     for part in _chunks(visit_ids):
-        query = select(Visit.id, Visit.site_id, Visit.visitor_id, Visit.started_at)
+        query = select(Visit.id, Visit.site_id, Visit.visitor_id, Visit.started_at, Visit.source)
         for row in session.execute(query.where(Visit.id.in_(part))):
             credited[row.id] = row
+    by_site: dict[int, list[Any]] = defaultdict(list)
+    for row in credited.values():
+        if row.visitor_id:  # an empty id is no one's: other visits without one are strangers'
+            by_site[row.site_id].append(row)
     journeys: dict[tuple[int, str], list[JourneyVisit]] = defaultdict(list)
-    visitors = sorted({row.visitor_id for row in credited.values()})
-    since = min((row.started_at for row in credited.values()), default=None)
-    for part in _chunks(visitors):
-        assert since is not None
-        rows = session.execute(
-            select(Visit.id, Visit.site_id, Visit.visitor_id, Visit.started_at, Visit.source)
-            .where(Visit.visitor_id.in_(part), Visit.started_at >= since - JOURNEY)
-            .order_by(Visit.started_at, Visit.id)
-        )
-        for visit in rows:
-            journeys[(visit.site_id, visit.visitor_id)].append(
-                JourneyVisit(visit.id, visit.started_at, visit.source)
+    for site_id, rows in by_site.items():
+        since = min(row.started_at for row in rows) - JOURNEY
+        until = max(row.started_at for row in rows)
+        for part in _chunks(sorted({row.visitor_id for row in rows})):
+            found = session.execute(
+                select(Visit.id, Visit.visitor_id, Visit.started_at, Visit.source)
+                .where(
+                    Visit.site_id == site_id,
+                    Visit.visitor_id.in_(part),
+                    Visit.started_at >= since,
+                    Visit.started_at <= until,
+                )
+                .order_by(Visit.started_at, Visit.id)
             )
+            for visit in found:
+                journeys[(site_id, visit.visitor_id)].append(
+                    JourneyVisit(visit.id, visit.started_at, visit.source)
+                )
     return {
         visit_id: [
             v
             for v in journeys[(row.site_id, row.visitor_id)]
             if row.started_at - JOURNEY <= v.started_at <= row.started_at
         ]
+        if row.visitor_id
+        else [JourneyVisit(row.id, row.started_at, row.source)]
         for visit_id, row in credited.items()
     }
 

@@ -14,13 +14,14 @@ timed). Each report is then timed through `call_report`, warm, over the whole mo
 
 from __future__ import annotations
 
+import re
 import statistics
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, event, text
 from sqlalchemy.orm import Session
 
 from dni import reports
@@ -240,10 +241,39 @@ def _time_reports(
                 timings.append((time.perf_counter() - began) * 1000)
             figures.append(statistics.median(timings))
         echo(f"{dimension:<14}{len(rows):>8,}{figures[0]:>11.0f}{figures[1]:>12.0f}")
+    echo(f"keyword report, month, one run: {_breakdown(session, site, month)}")
     rows = call_report(session, site, month, "keyword")
     top = next((row for row in rows if row.get("cost")), rows[0])
     echo(f"keyword report, month, top row with spend: {_shown(top)}")
     echo(f"the same keyword counted from the tables:  {_counted(session, site, month, top)}")
+
+
+def _breakdown(session: Session, site: SiteConfig, when: Period) -> str:
+    """Where one keyword report's time goes: each SQL statement (named by its table), and the
+    rest (building the rows in Python)."""
+    engine = session.get_bind()
+    began: list[float] = []
+    spent: list[tuple[str, float]] = []
+
+    def before(*_: Any) -> None:
+        began.append(time.perf_counter())
+
+    def after(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        table = re.search(r"\bFROM\s+(\w+)", statement)
+        spent.append((table[1] if table else "?", (time.perf_counter() - began.pop()) * 1000))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)
+    try:
+        start = time.perf_counter()
+        call_report(session, site, when, "keyword")
+        total = (time.perf_counter() - start) * 1000
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "after_cursor_execute", after)
+    sql = sum(ms for _, ms in spent)
+    statements = ", ".join(f"{table} {ms:,.0f}" for table, ms in spent if ms >= 1)
+    return f"{total:,.0f} ms: SQL {sql:,.0f} ms ({statements}), Python {total - sql:,.0f} ms"
 
 
 SHOWN = ("keyword", "visits", "calls", "leads", "sales", "revenue", "cost", "roi", "spam")

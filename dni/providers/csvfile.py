@@ -13,6 +13,7 @@ import io
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -44,6 +45,28 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     errors: list[str] = field(default_factory=list)
+
+
+# The largest file an import takes: far above a year of any console's daily report or of a
+# shop's orders; a larger one is refused before it is read.
+MAX_FILE_BYTES = 100 * 1024 * 1024
+
+
+def read_file(path: Path) -> bytes:
+    """The bytes of a file to import, refused before reading when it is over MAX_FILE_BYTES."""
+    if path.stat().st_size > MAX_FILE_BYTES:
+        raise _too_large()
+    return path.read_bytes()
+
+
+def check_size(data: bytes) -> None:
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_large()
+
+
+def _too_large() -> InvalidInput:
+    size = f"{MAX_FILE_BYTES // (1024 * 1024)} MB"
+    return InvalidInput(f"the file is larger than {size}; split it by date", {"file": "too large"})
 
 
 def decode(data: bytes) -> str:
@@ -86,6 +109,7 @@ def import_calls(
     mapping: Mapping[str, str] | None = None,
 ) -> ImportReport:
     """Store every good row (call ids make it idempotent); report the bad ones by line."""
+    check_size(data)
     report = ImportReport()
     reader = csv.DictReader(io.StringIO(decode(data)))
     zone = ZoneInfo(site.timezone)
