@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from dni.callcounts import mark_stale
 from dni.errors import InvalidInput
 from dni.models import Call
 from dni.outcomes import RuleBook, apply_rules
@@ -191,4 +192,7 @@ def _insert(session: Session, site: SiteConfig, record: CallRecord, now: datetim
     inserted = session.execute(
         dialect.insert(Call).values(row).on_conflict_do_nothing().returning(Call.id)
     )
-    return inserted.scalar() is not None
+    if inserted.scalar() is None:
+        return False
+    mark_stale(session.connection(), site.id, [record.started_at])
+    return True

@@ -79,7 +79,12 @@ def make_engine(url: str) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    """Sessions that mark the days of the calls they write for counting again."""
+    from dni.callcounts import watch  # the models import nothing of this module's
+
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    watch(sessions)
+    return sessions
 
 
 def alembic_config(url: str) -> Config:
@@ -129,6 +134,7 @@ def update_calls(
     one executemany (the ORM's bulk update costs twice as much per row); how many it changed."""
     if not rows:
         return 0
+    from dni.callcounts import mark_calls
     from dni.models import Call  # the models import nothing of this module's
 
     table = cast(Table, Call.__table__)
@@ -141,4 +147,5 @@ def update_calls(
     if where is not None:
         statement = statement.where(where)
     result = session.execute(statement, [{**row, "_id": row["id"]} for row in rows])
+    mark_calls(session, [row["id"] for row in rows])
     return cast(CursorResult[Any], result).rowcount

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import calendar
 from collections.abc import Iterator, Mapping, Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from fractions import Fraction
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, and_, case, func, true
 
-from dni.models import Call
+from dni.models import CallCount
 from dni.sites import SiteConfig
-from dni.visitcounts import CHANNEL_JOIN
+from dni.visitcounts import CHANNEL_JOIN, spans
 
 if TYPE_CHECKING:
     from dni.reports import Period
@@ -27,25 +28,41 @@ LABEL = ("source", "medium", "campaign")
 
 
 class FixedCosts:
-    """A site's fixed costs as they apply to one report period."""
+    """A site's fixed costs as they apply to one report period, over its call counts."""
 
-    def __init__(self, site: SiteConfig, when: Period, monthly: bool = True) -> None:
+    def __init__(self, site: SiteConfig, when: Period) -> None:
         self.site, self.when = site, when
         live = [c for c in site.fixed_costs if _overlap(c, when.first, when.last) is not None]
         self.per_call = [c for c in live if c["kind"] != "monthly"]
-        # Each monthly fee's part in each month of the period (skipped by reports without cost).
+        # Each monthly fee's part in each month of the period.
         self.parts: list[tuple[Mapping[str, Any], date, date, Fraction]] = []
-        for cost in live if monthly else ():
+        for cost in live:
             if cost["kind"] == "monthly":
                 first, last = _overlap(cost, when.first, when.last) or (when.first, when.last)
                 self.parts += [(cost, *part) for part in _month_parts(cost["amount"], first, last)]
+        self.live = live
 
-    def per_call_columns(self, answered: ColumnElement[bool]) -> list[Any]:
+    def buckets(self) -> list[tuple[str, date]]:
+        """The period as the spans its call counts are read by, none across a month's start or
+        a cost's first or last day: each cost applies to a span whole or not at all."""
+        first, last = self.when.first, self.when.last
+        cuts = {first, last + timedelta(days=1)}
+        day = first.replace(day=1)
+        while day <= last:
+            cuts.add(day)
+            day = _next_month(day)
+        for cost in self.live:
+            since, until = _bounds(cost)
+            cuts |= {since or first, (until or last) + timedelta(days=1)}
+        edges = sorted(day for day in cuts if first <= day <= last + timedelta(days=1))
+        return [span for a, b in pairwise(edges) for span in spans(a, b - timedelta(days=1))]
+
+    def per_call_columns(self) -> list[Any]:
         """One aggregate per per-call cost: the answered minutes or calls it is charged on."""
         columns = []
         for cost in self.per_call:
-            charged = answered & self._scope(cost) & self._in_effect(cost)
-            unit: Any = (Call.duration_seconds + 59) // 60 if cost["kind"] == "per_minute" else 1
+            unit = CallCount.minutes if cost["kind"] == "per_minute" else CallCount.answered
+            charged = self._scope(cost) & self._in_effect(cost)
             columns.append(func.coalesce(func.sum(case((charged, unit), else_=0)), 0))
         return columns
 
@@ -53,17 +70,12 @@ class FixedCosts:
         """What the per-call costs come to, given `per_call_columns`' figures of one row."""
         return sum(int(n) * cost["amount"] for n, cost in zip(figures, self.per_call, strict=True))
 
-    def monthly_columns(self, counted: ColumnElement[bool]) -> list[Any]:
+    def monthly_columns(self) -> list[Any]:
         """One aggregate per part of a monthly fee: the counted calls that carry it."""
         columns = []
         for cost, start, end, _ in self.parts:
-            carries = (
-                counted
-                & self._scope(cost)
-                & (Call.started_at >= self._moment(start))
-                & (Call.started_at < self._moment(end + timedelta(days=1)))
-            )
-            columns.append(func.coalesce(func.sum(case((carries, 1), else_=0)), 0))
+            carries = self._scope(cost) & (CallCount.start >= start) & (CallCount.start <= end)
+            columns.append(func.coalesce(func.sum(case((carries, CallCount.calls), else_=0)), 0))
         return columns
 
     def monthly_shares(
@@ -77,40 +89,41 @@ class FixedCosts:
                 continue
             yield from _allocate(share, calls).items()
 
-    def _moment(self, day: date) -> datetime:
-        return datetime(day.year, day.month, day.day, tzinfo=self.when.zone)
-
     def _in_effect(self, cost: Mapping[str, Any]) -> ColumnElement[bool]:
         since, until = _bounds(cost)
         condition: ColumnElement[bool] = true()
         if since is not None:
-            condition = condition & (Call.started_at >= self._moment(since))
+            condition = condition & (CallCount.start >= since)
         if until is not None:
-            condition = condition & (Call.started_at < self._moment(until + timedelta(days=1)))
+            condition = condition & (CallCount.start <= until)
         return condition
 
     def _scope(self, cost: Mapping[str, Any]) -> ColumnElement[bool]:
         """The calls a cost is for: its number's, its pool's, its label's, or all."""
         wanted: list[ColumnElement[bool]] = []
         if cost["number"]:
-            wanted.append(Call.tracking_e164 == cost["number"])
+            wanted.append(CallCount.number == cost["number"])
         if cost["pool"]:
             wanted.append(self._pool_calls(cost["pool"]))
         for name in LABEL:
             if cost[name]:
-                wanted.append(func.lower(getattr(Call, name)) == cost[name].lower())
+                wanted.append(func.lower(getattr(CallCount, name)) == cost[name].lower())
         return and_(true(), *wanted)
 
     def _pool_calls(self, name: str) -> ColumnElement[bool]:
         pool = next((p for p in self.site.pools if p.name == name), None)
         if pool is None:  # retired since the file was loaded
-            return Call.id.is_(None)
+            return CallCount.number.is_(None)
         numbers = sorted({s.number_e164 for s in pool.slots.values() if not s.extension})
         extensions = any(s.extension for s in pool.slots.values())
-        calls: ColumnElement[bool] = Call.tracking_e164.in_(numbers)
+        calls: ColumnElement[bool] = CallCount.number.in_(numbers)
         if extensions:
-            calls = calls | ((Call.tracking_e164 == pool.target_e164) & (Call.extension != ""))
+            calls = calls | ((CallCount.number == pool.target_e164) & CallCount.extension)
         return calls
+
+
+def _next_month(day: date) -> date:
+    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def _bounds(cost: Mapping[str, Any]) -> tuple[date | None, date | None]:

@@ -334,6 +334,50 @@ class VisitCount(Base):
     visits: Mapped[int] = mapped_column(Integer)
 
 
+class CallCount(Base):
+    """Calls and what they came to, per day, week or month of the site's time zone and per
+    traffic (source, medium, campaign, keyword) and tracking number: what the money reports
+    (keyword, source, medium, campaign, channel) read instead of the calls (dni.callcounts).
+
+    Rebuilt from the calls for each day a change to a call marks stale (`StaleDay`); the
+    reports bring their site's stale days up to date before they read.
+    """
+
+    __tablename__ = "call_counts"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    span: Mapped[str] = mapped_column(String(1), primary_key=True)  # D, W (from Monday) or M
+    start: Mapped[date] = mapped_column(Date, primary_key=True)  # the span's first day
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    medium: Mapped[str] = mapped_column(String(200), primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(200), primary_key=True)
+    keyword: Mapped[str] = mapped_column(String(200), primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), primary_key=True)  # the tracking number
+    extension: Mapped[bool] = mapped_column(Boolean, primary_key=True)  # dialled with one
+    # Spam is counted apart and in nothing else (as in dni.reports).
+    calls: Mapped[int] = mapped_column(Integer)
+    answered: Mapped[int] = mapped_column(Integer)
+    first_time: Mapped[int] = mapped_column(Integer)
+    qualified: Mapped[int] = mapped_column(Integer)
+    leads: Mapped[int] = mapped_column(Integer)
+    sales: Mapped[int] = mapped_column(Integer)
+    spam: Mapped[int] = mapped_column(Integer)
+    open_leads: Mapped[int] = mapped_column(Integer)  # leads not closed (lead, qualified)
+    minutes: Mapped[int] = mapped_column(BigInteger)  # answered calls' started minutes
+    revenue: Mapped[int] = mapped_column(BigInteger)  # the leads' (minor units)
+    sale_revenue: Mapped[int] = mapped_column(BigInteger)  # the sales' alone
+
+
+class StaleDay(Base):
+    """A day (the site's) whose call counts no longer match its calls: marked in the same
+    transaction as the change to a call, cleared when the day is counted again."""
+
+    __tablename__ = "stale_days"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
 class ApiKey(Base):
     """A key for the read API; only its SHA-256 is stored (keys are 32 random bytes)."""
 

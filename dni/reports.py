@@ -16,10 +16,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
-    ColumnElement,
     Integer,
     case,
     cast,
+    false,
     func,
     literal,
     literal_column,
@@ -27,12 +27,13 @@ from sqlalchemy import (
     select,
     text,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from dni.callcounts import OPEN_LEAD, call_figures, refresh, total
 from dni.fixedcosts import FixedCosts
-from dni.models import Call, Cost, Visit, VisitCount
+from dni.models import Call, CallCount, Cost, Visit, VisitCount
 from dni.money import minor_digits
-from dni.outcomes import LEADS, QUALIFIED
 from dni.sites import SiteConfig
 from dni.visitcounts import CHANNEL_JOIN, spans
 
@@ -154,8 +155,8 @@ def _visit_json(visit: Visit, zone: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def _traffic_columns(model: type[Call] | type[Cost]) -> dict[str, Any]:
-    """The traffic a call is credited to, or spend was reported for, by report dimension."""
+def _traffic_columns(model: type[CallCount] | type[Cost]) -> dict[str, Any]:
+    """The traffic calls are credited to, or spend was reported for, by report dimension."""
     return {
         "keyword": model.keyword,
         "source": model.source,
@@ -165,24 +166,14 @@ def _traffic_columns(model: type[Call] | type[Cost]) -> dict[str, Any]:
     }
 
 
+COUNT_COLUMNS = _traffic_columns(CallCount)
+COST_COLUMNS = _traffic_columns(Cost)
+# The dimensions reports count from the calls themselves (no spend is known by these).
 CALL_COLUMNS: dict[str, Any] = {
-    **_traffic_columns(Call),
     "landing_page": Call.landing_page,
     "device": Call.device,
     "region": Call.caller_region,
 }
-COST_COLUMNS = _traffic_columns(Cost)
-ANSWERED = (Call.status == "completed") & (Call.duration_seconds > 0)
-SPAM = Call.outcome == "spam"
-OPEN_LEAD = Call.outcome.in_(("lead", "qualified"))
-
-
-def _count(condition: ColumnElement[bool]) -> Any:
-    return func.coalesce(func.sum(case((condition, 1), else_=0)), 0)
-
-
-def _sum(condition: ColumnElement[bool], value: Any) -> Any:
-    return func.coalesce(func.sum(case((condition, value), else_=0)), 0)
 
 
 @dataclass(slots=True)
@@ -219,8 +210,10 @@ def call_report(
     first. Spam is counted apart and in nothing else.
 
     Calls carry their credited traffic and latest outcome (copied there by attribution and
-    dni.outcomes); visits are read from their counts (dni.visitcounts), never counted; ad
-    spend from `costs`; fixed costs (`[[site.cost]]`) are spread over the calls they are for.
+    dni.outcomes). The dimensions spend is known by read the calls' counts (dni.callcounts,
+    brought up to date first), the others the calls; visits are read from their counts
+    (dni.visitcounts), ad spend from `costs`; fixed costs (`[[site.cost]]`) are spread over
+    the calls they are for.
     """
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
@@ -228,16 +221,27 @@ def call_report(
         # no JIT, whose compiling (set off by the join's row estimate) cost more than the query.
         session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
+    try:
+        refresh(session, site.id)
+    except OperationalError:
+        if dialect != "sqlite":
+            raise
+        # Another writer counted the days since this transaction's first read (SQLite cannot
+        # write from a stale snapshot): read afresh; they are most likely counted now.
+        session.rollback()
+        refresh(session, site.id)
+    values = _lead_values(session, site, when)
     costed = dimension in SPEND_DIMENSIONS
-    fees = FixedCosts(site, when, monthly=costed)
     rows = Rows()
-    key = _quarter(dialect) if dimension == "hour" else CALL_COLUMNS[dimension]
-    found, carried = _calls(session, site, when, key, fees)
-    if dimension == "hour":
-        for value, row in found.items():
+    if costed:
+        fees = FixedCosts(site, when)
+        found, carried = _counted(session, site, fees, COUNT_COLUMNS[dimension], values)
+        rows.update(found)
+    elif dimension == "hour":
+        for value, row in _calls(session, site, when, _quarter(dialect), values).items():
             rows.at(_local_hour(value, when)).add(row)
     else:
-        rows.update(found)
+        rows.update(_calls(session, site, when, CALL_COLUMNS[dimension], values))
     if dimension != "region":  # visits have no caller region
         visits = select(_visit_counts(site, when, dimension))
         for value, n in session.connection().execute(visits).all():
@@ -279,39 +283,32 @@ def report_columns(row: Row, currency: str, costed: bool = True) -> dict[str, An
     return figures
 
 
-def _calls(
-    session: Session, site: SiteConfig, when: Period, key: Any, fees: FixedCosts
+def _counted(
+    session: Session, site: SiteConfig, fees: FixedCosts, key: Any, values: LeadValues
 ) -> tuple[dict[Any, Row], list[dict[Any, int]]]:
-    """Calls by `key` in one pass over the period's calls: counts, revenue, the estimated value
-    of open leads and the per-call fixed costs; and, per part of a monthly fee, the calls of
-    each value that carry it."""
-    counted = ~SPAM
-    worth = _lead_worth(_lead_values(session, site, when))
-    per_call = fees.per_call_columns(counted & ANSWERED)
-    monthly = fees.monthly_columns(counted)
+    """Call counts by `key` over the period: counts, revenue, the estimated value of open
+    leads and the per-call fixed costs; and, per part of a monthly fee, the calls of each value
+    that carry it."""
+    worth = _lead_worth(values, CallCount)
+    per_call = fees.per_call_columns()
+    monthly = fees.monthly_columns()
     query = (
         select(
             key.label("value"),
-            _count(counted),
-            _count(counted & ANSWERED),
-            _count(counted & Call.first_time.is_(True)),
-            _count(Call.outcome.in_(QUALIFIED)),
-            _count(Call.outcome.in_(LEADS)),
-            _count(Call.outcome == "sale"),
-            _count(SPAM),
-            _sum(Call.outcome.in_(LEADS), Call.revenue),
-            _sum(OPEN_LEAD, worth) if worth is not None else literal(0),
+            *(func.sum(getattr(CallCount, name)) for name in COUNTS),
+            func.sum(CallCount.revenue),
+            func.sum(CallCount.open_leads * worth) if worth is not None else literal(0),
             *per_call,
             *monthly,
         )
-        .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
+        .where(CallCount.site_id == site.id, _in_buckets(CallCount, fees.buckets()))
         .group_by(key)
     )
     found: dict[Any, Row] = {}
     carried: list[dict[Any, int]] = [{} for _ in monthly]
     width, fixed = len(COUNTS), len(per_call)
     for value, *figures in session.connection().execute(query).all():  # Core: no ORM loading
-        row = Row(value, counts=figures[:width])  # whole numbers from the database
+        row = Row(value, counts=[int(n) for n in figures[:width]])
         row.revenue, row.estimated = int(figures[width]), float(figures[width + 1])
         if fixed:
             row.spend = fees.per_call_amount(figures[width + 2 : width + 2 + fixed])
@@ -322,32 +319,70 @@ def _calls(
     return found, carried
 
 
-def _lead_values(session: Session, site: SiteConfig, when: Period) -> dict[tuple[str, str], float]:
-    """What an open lead of each channel is worth in minor units: its leads' booked revenue of
-    the ESTIMATE_DAYS before the period's end over their number (channels with sales only)."""
-    since = when.end - timedelta(days=ESTIMATE_DAYS)
+def _calls(
+    session: Session, site: SiteConfig, when: Period, key: Any, values: LeadValues
+) -> dict[Any, Row]:
+    """Calls by `key` (a dimension no spend is known by): counts, revenue and the estimated
+    value of open leads, in one pass over the period's calls."""
+    worth = _lead_worth(values, Call)
+    aggregates = call_figures()
     query = (
-        select(Call.source, Call.medium, func.count(), _sum(Call.outcome == "sale", Call.revenue))
-        .where(
-            Call.site_id == site.id,
-            Call.started_at >= since,
-            Call.started_at < when.end,
-            Call.outcome.in_(LEADS),
+        select(
+            key.label("value"),
+            *(aggregates[name] for name in COUNTS),
+            aggregates["revenue"],
+            total(OPEN_LEAD, worth) if worth is not None else literal(0),
         )
-        .group_by(Call.source, Call.medium)
+        .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
+        .group_by(key)
     )
-    return {(s, m): int(sold) / n for s, m, n, sold in session.execute(query) if sold}
+    found: dict[Any, Row] = {}
+    for value, *figures in session.connection().execute(query).all():
+        row = Row(value, counts=[int(n) for n in figures[: len(COUNTS)]])
+        row.revenue, row.estimated = int(figures[-2]), float(figures[-1])
+        found[value] = row
+    return found
 
 
-def _lead_worth(values: Mapping[tuple[str, str], float]) -> Any:
-    """A call's channel's lead value, as an SQL expression (None when no channel has one)."""
+LeadValues = Mapping[tuple[str, str], float]
+
+
+def _lead_values(session: Session, site: SiteConfig, when: Period) -> LeadValues:
+    """What an open lead of each channel is worth in minor units: its leads' booked revenue of
+    the ESTIMATE_DAYS up to the period's end over their number (channels with sales only)."""
+    since = when.last - timedelta(days=ESTIMATE_DAYS - 1)
+    query = (
+        select(
+            CallCount.source,
+            CallCount.medium,
+            func.sum(CallCount.leads),
+            func.sum(CallCount.sale_revenue),
+        )
+        .where(CallCount.site_id == site.id, _in_buckets(CallCount, spans(since, when.last)))
+        .group_by(CallCount.source, CallCount.medium)
+    )
+    found = session.connection().execute(query).all()
+    return {(s, m): int(sold) / int(n) for s, m, n, sold in found if sold and n}
+
+
+def _lead_worth(values: LeadValues, model: type[Call] | type[CallCount]) -> Any:
+    """The lead value of a row's channel, as an SQL expression (None when no channel has one)."""
     if not values:
         return None
     branches = [
-        ((Call.source == source) & (Call.medium == medium), value)
+        ((model.source == source) & (model.medium == medium), value)
         for (source, medium), value in sorted(values.items())
     ]
     return case(*branches, else_=0.0)
+
+
+def _in_buckets(model: type[CallCount] | type[VisitCount], buckets: Any) -> Any:
+    """Rows of these (span, start) buckets."""
+    starts: dict[str, list[date]] = defaultdict(list)
+    for span, start in buckets:
+        starts[span].append(start)
+    wanted = ((model.span == span) & model.start.in_(days) for span, days in starts.items())
+    return or_(false(), *wanted)
 
 
 def _quarter(dialect: str) -> Any:
@@ -367,19 +402,14 @@ def _local_hour(at: Any, when: Period) -> int:
 
 def _visit_counts(site: SiteConfig, when: Period, dimension: str) -> Any:
     """Visits per value in the period, summed over its months, weeks and days."""
-    buckets: dict[str, list[date]] = defaultdict(list)
-    for span, start in spans(when.first, when.last):
-        buckets[span].append(start)
-    in_period = or_(
-        *(
-            (VisitCount.span == span) & VisitCount.start.in_(starts)
-            for span, starts in buckets.items()
-        )
-    )
     value = cast(VisitCount.value, Integer) if dimension == "hour" else VisitCount.value
     return (
         select(value.label("value"), func.sum(VisitCount.visits).label("visits"))
-        .where(VisitCount.site_id == site.id, VisitCount.dimension == dimension, in_period)
+        .where(
+            VisitCount.site_id == site.id,
+            VisitCount.dimension == dimension,
+            _in_buckets(VisitCount, spans(when.first, when.last)),
+        )
         .group_by(value)
         .subquery()
     )

@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from dni import visitcounts
+from dni import callcounts, visitcounts
 from dni.errors import ConfigError
 from dni.fields import Fields
 from dni.models import Pool, Site, SourceNumber, TrackingNumber
@@ -562,6 +562,7 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
     session.flush()
     for site in moved:
         visitcounts.recount(session, site.id)
+        callcounts.rebuild(session, site.id)
     return report
 
 

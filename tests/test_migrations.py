@@ -102,10 +102,13 @@ def test_upgrading_to_0003_fills_report_columns_and_visit_counts(database_url: s
             ),
             {"d": date(2026, 11, 3)},
         ).all()
-        for name in ("visit_counts", "calls", "visits", "sites"):
+        stale = connection.execute(text("SELECT site_id, day FROM stale_days")).all()
+        for name in ("stale_days", "visit_counts", "calls", "visits", "sites"):
             connection.execute(text(f"DELETE FROM {name}"))
     engine.dispose()
     assert tuple(filled) == ("spring", "roses", "https://shop.example.cn/p", "mobile")
+    # 0006: the call's day (Shanghai's) waits to be counted by the first refresh.
+    assert [(site, str(day)) for site, day in stale] == [(1, "2026-11-03")]
     assert sorted(map(tuple, counted)) == [
         ("campaign", "spring", 1),
         ("channel", "google / cpc", 1),  # counted by 0005

@@ -7,9 +7,10 @@ campaigns and 3 devices; calls credited to every tenth visit carrying the traffi
 attribution copies onto calls, with outcomes (sales with revenue, qualified calls, leads, spam)
 and their history; and a month of costs as an ad account reports them: daily spend of the
 20,000 busiest keywords, under the engine, campaign and keyword their calls carry, and
-campaign-level spend. The visit counts are made by the real code (`visitcounts.recount`,
-timed). Each report is then timed through `call_report`, warm, over the whole month and over
-30 days that start on a Wednesday (read as days, weeks and a month).
+campaign-level spend. The visit and call counts are made by the real code
+(`visitcounts.recount`, `callcounts.rebuild`, timed). Each report is then timed through
+`call_report`, warm, over the whole month and over 30 days that start on a Wednesday (read as
+days, weeks and a month).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from dni import reports
 from dni.bench.stores import private_postgres
+from dni.callcounts import rebuild
 from dni.db import make_engine, make_sessionmaker, upgrade_database
 from dni.reports import Period, call_report, period
 from dni.sitefile import load_sites, parse_sites
@@ -192,16 +194,22 @@ def _measure(url: str, visits: int, runs: int, echo: Callable[[str], None]) -> N
         began = time.perf_counter()
         counted = recount(session, site.id)
         counting = time.perf_counter() - began
+    with sessions.begin() as session:
+        began = time.perf_counter()
+        days = rebuild(session, site.id)
+        rebuilding = time.perf_counter() - began
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         connection.execute(text("VACUUM ANALYZE visit_counts"))
+        connection.execute(text("VACUUM ANALYZE call_counts"))
     with sessions() as session:
-        calls, outcomes, costs, buckets, server = (
+        calls, outcomes, costs, buckets, call_buckets, server = (
             session.scalar(text(sql))
             for sql in (
                 "SELECT count(*) FROM calls",
                 "SELECT count(*) FROM outcomes",
                 "SELECT count(*) FROM costs",
                 "SELECT count(*) FROM visit_counts",
+                "SELECT count(*) FROM call_counts",
                 "SHOW server_version",
             )
         )
@@ -214,6 +222,10 @@ def _measure(url: str, visits: int, runs: int, echo: Callable[[str], None]) -> N
     echo(
         f"visit counts by the real code: {buckets:,} rows in {counting:.0f} s "
         f"({counted / counting:,.0f} visits/s)"
+    )
+    echo(
+        f"call counts by the real code: {call_buckets:,} rows for {days} days in "
+        f"{rebuilding:.0f} s ({calls / rebuilding:,.0f} calls/s)"
     )
     with sessions() as session:
         _time_reports(session, site, runs, echo)

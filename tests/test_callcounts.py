@@ -1,0 +1,168 @@
+"""Call counts (dni.callcounts): every change to a call marks its day, a refresh brings the day,
+week and month back in line with the calls, and reports read them up to date."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from dni.callcounts import FIGURES, GRAIN, rebuild, refresh, refresh_all
+from dni.calls import CallRecord, record_call
+from dni.models import Call, CallCount, StaleDay
+from dni.outcomes import OutcomeInput, set_outcome
+from dni.sites import SiteConfig, read_site
+from tests.factories import load_toml
+from tests.test_outcomes import FAR, MONEY, WECHAT, attribute, money_site, record, report
+
+# 23:30 on 31 October and 00:30 on 1 November in Shanghai: two days, two months, one week.
+LATE = datetime(2026, 10, 31, 15, 30, tzinfo=UTC)
+EARLY = datetime(2026, 10, 31, 16, 30, tzinfo=UTC)
+
+
+def counted(sessions: sessionmaker[Session], site: SiteConfig) -> list[tuple[Any, ...]]:
+    """Every call count of the site after a refresh, as plain tuples."""
+    with sessions.begin() as session:
+        refresh(session, site.id)
+    with sessions() as session:
+        rows = session.scalars(select(CallCount).where(CallCount.site_id == site.id))
+        names = ("span", "start", *GRAIN, *FIGURES)
+        return sorted(tuple(getattr(row, name) for name in names) for row in rows)
+
+
+def from_scratch(sessions: sessionmaker[Session], site: SiteConfig) -> list[tuple[Any, ...]]:
+    with sessions.begin() as session:
+        rebuild(session, site.id)
+    return counted(sessions, site)
+
+
+def test_a_call_counts_in_its_own_days_week_and_month(sessions: sessionmaker[Session]) -> None:
+    site = money_site(sessions)
+    record(sessions, site, 1, LATE)
+    record(sessions, site, 2, EARLY, duration=61)
+    with sessions() as session:
+        stale = session.scalars(select(StaleDay.day).where(StaleDay.site_id == site.id)).all()
+    assert sorted(stale) == [date(2026, 10, 31), date(2026, 11, 1)]
+    rows = counted(sessions, site)
+    spans = {(span, str(start)): figures for span, start, *_, figures in _split(rows)}
+    assert spans[("D", "2026-10-31")]["calls"] == 1
+    assert spans[("D", "2026-11-01")]["minutes"] == 2  # 61 s started two minutes
+    assert spans[("M", "2026-10-01")]["calls"] == spans[("M", "2026-11-01")]["calls"] == 1
+    assert spans[("W", "2026-10-26")]["calls"] == 2  # Monday 26 October to Sunday 1 November
+    with sessions() as session:
+        assert session.scalars(select(StaleDay)).all() == []
+
+
+def _split(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    width = 2 + len(GRAIN)
+    return [(*row[:width], dict(zip(FIGURES, row[width:], strict=True))) for row in rows]
+
+
+def test_every_change_to_a_call_reaches_its_counts(sessions: sessionmaker[Session]) -> None:
+    """After each kind of change, the counts refreshed step by step are the counts made from
+    scratch: whatever wrote the call marked its day."""
+    site = money_site(
+        sessions, extra="[[site.rule]]\nwhen = {min_duration = 30}\nset = {status = 'lead'}"
+    )
+    for n in range(6):
+        record(sessions, site, n, LATE + timedelta(days=n * 3), duration=20 * n)
+    assert counted(sessions, site) == from_scratch(sessions, site)
+    attribute(sessions)  # credit (bulk update) and rules
+    assert counted(sessions, site) == from_scratch(sessions, site)
+    with sessions.begin() as session:  # an outcome through the API's path
+        sold = session.scalars(select(Call).where(Call.provider_call_id == "c2")).one()
+        set_outcome(session, sold, OutcomeInput("sale", 12_300, "CNY"), "api", "test", FAR)
+    assert counted(sessions, site) == from_scratch(sessions, site)
+    # The provider corrects a record (an earlier start): the call leaves its old day.
+    moved = CallRecord(
+        "cdr", "c0", "+8613800000000", WECHAT, LATE - timedelta(days=2), "completed", 300
+    )
+    with sessions.begin() as session:
+        record_call(session, site, moved, FAR)
+    steps = counted(sessions, site)
+    assert steps == from_scratch(sessions, site)
+    days = {(row[0], str(row[1])) for row in steps}
+    assert ("D", "2026-10-31") not in days  # c0 was that day's only call
+    assert ("D", "2026-10-29") in days
+
+
+def test_reports_read_counts_up_to_date_without_a_worker(sessions: sessionmaker[Session]) -> None:
+    site = money_site(sessions)
+    record(sessions, site, 1, EARLY)
+    attribute(sessions)
+    november = (date(2026, 11, 1), date(2026, 11, 30))
+    assert report(sessions, site, "channel", november)["wechat / social"]["sales"] == 0
+    with sessions.begin() as session:
+        sold = session.scalars(select(Call).where(Call.provider_call_id == "c1")).one()
+        set_outcome(session, sold, OutcomeInput("sale", 50_000, "CNY"), "api", "test", FAR)
+    row = report(sessions, site, "channel", november)["wechat / social"]
+    assert (row["sales"], row["revenue"]) == (1, 500.0)
+
+
+def test_a_new_time_zone_counts_every_call_again(sessions: sessionmaker[Session]) -> None:
+    site = money_site(sessions)
+    record(sessions, site, 1, EARLY)  # 1 November in Shanghai, 31 October in UTC
+    assert {str(row[1]) for row in counted(sessions, site) if row[0] == "D"} == {"2026-11-01"}
+    load_toml(
+        sessions, MONEY.format(wechat=WECHAT, extra="", head="").replace("Asia/Shanghai", "UTC")
+    )
+    with sessions() as session:
+        moved = read_site(session, "money")
+    assert moved is not None
+    assert {str(row[1]) for row in counted(sessions, moved) if row[0] == "D"} == {"2026-10-31"}
+
+
+def test_the_worker_refreshes_every_site_with_stale_days(sessions: sessionmaker[Session]) -> None:
+    site = money_site(sessions)
+    record(sessions, site, 1, EARLY)
+    with sessions.begin() as session:
+        assert refresh_all(session) == 1
+    with sessions.begin() as session:
+        assert refresh_all(session) == 0
+        assert session.scalars(select(CallCount.calls).where(CallCount.span == "M")).all() == [1]
+
+
+def test_a_refresher_waits_for_another_and_counts_nothing_twice(
+    sessions: sessionmaker[Session],
+) -> None:
+    site = money_site(sessions)
+    for n in range(3):
+        record(sessions, site, n, EARLY + timedelta(hours=n))
+    done: list[int] = []
+    with sessions.begin() as first:
+        assert refresh(first, site.id) == 1  # holds the site until it commits
+        second = threading.Thread(target=lambda: done.append(_refresh(sessions, site)))
+        second.start()
+        second.join(0.3)
+        postgres = first.get_bind().dialect.name == "postgresql"
+        assert second.is_alive() or not postgres  # PostgreSQL: it waits for the lock
+    second.join(10)
+    # PostgreSQL: it finds the day counted. SQLite: its reads saw the day stale before the
+    # first committed, so it counts it again, which changes nothing.
+    assert done == [0] if postgres else done in ([0], [1])
+    assert counted(sessions, site) == from_scratch(sessions, site)
+
+
+def _refresh(sessions: sessionmaker[Session], site: SiteConfig) -> int:
+    with sessions.begin() as session:
+        return refresh(session, site.id)
+
+
+def test_a_cost_with_first_and_last_days_charges_only_the_calls_between(
+    sessions: sessionmaker[Session],
+) -> None:
+    """Counts are read in spans that never cross a cost's first or last day or a month."""
+    labour = "[[site.cost]]\nname = 'temp agent'\nper_answered_call = '2'\n"
+    site = money_site(sessions, extra=labour + "since = '2026-11-11'\nuntil = '2026-11-20'")
+    days = (5, 11, 20, 21)  # in Shanghai, at 10:00
+    for n, day in enumerate(days):
+        record(sessions, site, n, datetime(2026, 11, day, 2, tzinfo=UTC))
+    attribute(sessions)
+    month = report(sessions, site, "channel", (date(2026, 11, 1), date(2026, 11, 30)))
+    assert month["wechat / social"]["cost"] == 100 + 500 + 2 * 2
+    part = report(sessions, site, "channel", (date(2026, 11, 10), date(2026, 11, 25)))
+    assert part["wechat / social"]["cost"] == round((100 + 500) * 16 / 30 + 2 * 2, 2)
+    assert part["wechat / social"]["calls"] == 3
