@@ -5,7 +5,7 @@ month of a million calls reads the month's counts of each value, not the million
 A change to a call marks its day stale (`StaleDay`) in the same transaction: every ORM flush
 of a call (`watch`), the bulk updates of attribution and rules (`dni.db.update_calls`) and the
 insert of a new record (`dni.calls`). `refresh` counts a site's stale days again from their
-calls and moves the difference into the weeks and months they fall in (the work is the day's);
+calls and adds what changed to their day, week and month (the work is the day's);
 `dni worker` does it every round and every report does it for its site before it reads, so a
 report is never behind its calls. A site whose time zone changes is counted again from scratch
 (`rebuild`).
@@ -14,7 +14,7 @@ report is never behind its calls. A site whose time zone changes is counted agai
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,16 +22,13 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    Date,
+    bindparam,
     case,
     delete,
     event,
     func,
-    insert,
     inspect,
-    literal,
     select,
-    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -47,7 +44,6 @@ FIGURES = (
     *("calls", "answered", "first_time", "qualified", "leads", "sales", "spam"),
     *("open_leads", "minutes", "revenue", "sale_revenue"),
 )
-COLUMNS = ["site_id", "span", "start", *GRAIN, *FIGURES]
 BATCH = 5000
 
 
@@ -124,7 +120,13 @@ def mark_stale(connection: Connection, site_id: int, instants: Iterable[datetime
         return
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     rows = [{"site_id": site_id, "day": day} for day in days]
-    connection.execute(dialect.insert(StaleDay).on_conflict_do_nothing(), rows)
+    marked = dialect.insert(StaleDay)
+    # Written even when the day is marked already: a refresher that claims it meanwhile waits
+    # for this transaction, and so counts what it changed.
+    again = marked.on_conflict_do_update(
+        index_elements=["site_id", "day"], set_={"day": marked.excluded.day}
+    )
+    connection.execute(again, rows)
 
 
 def _local(at: datetime, zone: ZoneInfo) -> date:
@@ -132,26 +134,22 @@ def _local(at: datetime, zone: ZoneInfo) -> date:
 
 
 def refresh(session: Session, site_id: int) -> int:
-    """Count the site's stale days again; returns how many were stale. One refresher per site
-    at a time (PostgreSQL: an advisory lock held to the end of the transaction; SQLite has one
-    writer anyway)."""
+    """Count the site's stale days again; returns how many were stale.
+
+    The days are claimed first, in order: another refresher of the same days waits, then finds
+    them gone; a change to a call marks its day by writing the day's row, so it waits too, or
+    marks the day again after the claim, for the next refresh.
+    """
     connection = session.connection()
     stale = select(StaleDay.day).where(StaleDay.site_id == site_id)
     if connection.scalar(stale.limit(1)) is None:
-        return 0  # without the lock: readers of a site with nothing stale never queue
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(7405, :site)"), {"site": site_id})
-    days = sorted(connection.scalars(stale))  # read again: another may have counted them
-    if not days:
-        return 0
+        return 0  # nothing to claim: readers of an up-to-date site never queue
+    connection.execute(stale.order_by(StaleDay.day).with_for_update())  # one lock order
+    claimed = delete(StaleDay).where(StaleDay.site_id == site_id).returning(StaleDay.day)
+    days = sorted(connection.scalars(claimed))
     zone = ZoneInfo(connection.scalar(select(Site.timezone).where(Site.id == site_id)) or "UTC")
     for day in days:
         _count_day(connection, site_id, zone, day)
-    for first in range(0, len(days), BATCH):
-        part = days[first : first + BATCH]
-        connection.execute(
-            delete(StaleDay).where(StaleDay.site_id == site_id, StaleDay.day.in_(part))
-        )
     return len(days)
 
 
@@ -174,12 +172,8 @@ def rebuild(session: Session, site_id: int) -> int:
 
 
 def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) -> None:
-    """Count a day again from its calls: its old counts are taken out of its week and month,
-    the new ones put in (the work is the day's, however long the month)."""
-    spans = (("W", week_of(day)), ("M", day.replace(day=1)))
-    for span, start in spans:
-        _add_day(connection, site_id, day, span, start, -1)
-    connection.execute(delete(CallCount).where(*_bucket(site_id, "D", day)))
+    """Count a day again from its calls and add what changed to the day's, week's and month's
+    counts (the work is the day's, however long the month; one new call changes one row)."""
     after = day + timedelta(days=1)
     start = datetime(day.year, day.month, day.day, tzinfo=zone)
     end = datetime(after.year, after.month, after.day, tzinfo=zone)
@@ -191,37 +185,92 @@ def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) 
         Call.tracking_e164,
         Call.extension != "",
     ]
-    counted = (
-        select(literal(site_id), literal("D"), literal(day, Date), *grain, *call_figures().values())
-        .where(Call.site_id == site_id, Call.started_at >= start, Call.started_at < end)
-        .group_by(*grain)
+    fresh = _by_grain(
+        connection.execute(
+            select(*grain, *call_figures().values())
+            .where(Call.site_id == site_id, Call.started_at >= start, Call.started_at < end)
+            .group_by(*grain)
+        )
     )
-    connection.execute(insert(CallCount).from_select(COLUMNS, counted))
-    for span, start in spans:
-        _add_day(connection, site_id, day, span, start, 1)
-        # Values whose every call has left (each call counts in `calls` or in `spam`).
-        emptied = (CallCount.calls == 0) & (CallCount.spam == 0)
-        connection.execute(delete(CallCount).where(*_bucket(site_id, span, start), emptied))
+    held = _by_grain(
+        connection.execute(
+            select(*(getattr(CallCount, name) for name in (*GRAIN, *FIGURES))).where(
+                *_bucket(site_id, "D", day)
+            )
+        )
+    )
+    nothing = (0,) * len(FIGURES)
+    changes = {
+        key: tuple(
+            a - b for a, b in zip(fresh.get(key, nothing), held.get(key, nothing), strict=True)
+        )
+        for key in fresh.keys() | held.keys()
+        if fresh.get(key) != held.get(key)
+    }
+    if not changes:
+        return
+    # Values that lost calls may have none left (each call counts in `calls` or in `spam`).
+    shrunk = [key for key, change in changes.items() if min(change) < 0]
+    for span, first in (("D", day), ("W", week_of(day)), ("M", day.replace(day=1))):
+        _add(connection, site_id, span, first, changes)
+        _drop_empty(connection, site_id, span, first, shrunk)
 
 
-def _add_day(
-    connection: Connection, site_id: int, day: date, span: str, start: date, sign: int
+Grain = tuple[Any, ...]
+
+
+def _minus(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
+    return tuple(x - y for x, y in zip(a, b, strict=True))
+
+
+def _by_grain(rows: Iterable[Any]) -> dict[Grain, tuple[int, ...]]:
+    width = len(GRAIN)
+    return {
+        (*row[: width - 1], bool(row[width - 1])): tuple(int(n) for n in row[width:])
+        for row in rows
+    }
+
+
+def _add(
+    connection: Connection,
+    site_id: int,
+    span: str,
+    start: date,
+    changes: Mapping[Grain, Sequence[int]],
 ) -> None:
-    """Add (sign 1) or take out (-1) a day's counts to or from its week's or month's."""
-    grain = [getattr(CallCount, name) for name in GRAIN]
-    figures = [getattr(CallCount, name) * sign for name in FIGURES]
-    rows = select(literal(site_id), literal(span), literal(start, Date), *grain, *figures).where(
-        *_bucket(site_id, "D", day)
-    )
+    """Add each value's change to its counts of the span."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(CallCount).from_select(COLUMNS, rows)
+    statement = dialect.insert(CallCount)
     added = statement.on_conflict_do_update(
         index_elements=["site_id", "span", "start", *GRAIN],
-        set_={
-            name: getattr(CallCount, name) + getattr(statement.excluded, name) for name in FIGURES
-        },
+        set_={n: getattr(CallCount, n) + getattr(statement.excluded, n) for n in FIGURES},
     )
-    connection.execute(added)
+    rows = [
+        {
+            "site_id": site_id,
+            "span": span,
+            "start": start,
+            **dict(zip(GRAIN, key, strict=True)),
+            **dict(zip(FIGURES, change, strict=True)),
+        }
+        for key, change in sorted(changes.items())  # one lock order
+    ]
+    for first in range(0, len(rows), BATCH):
+        connection.execute(added, rows[first : first + BATCH])
+
+
+def _drop_empty(
+    connection: Connection, site_id: int, span: str, start: date, keys: Sequence[Grain]
+) -> None:
+    if not keys:
+        return
+    where = [bindparam(f"_{name}") == getattr(CallCount, name) for name in GRAIN]
+    empty = delete(CallCount).where(
+        *_bucket(site_id, span, start), *where, CallCount.calls == 0, CallCount.spam == 0
+    )
+    connection.execute(
+        empty, [{f"_{n}": v for n, v in zip(GRAIN, key, strict=True)} for key in keys]
+    )
 
 
 def _bucket(site_id: int, span: str, start: date) -> tuple[ColumnElement[bool], ...]:

@@ -140,9 +140,7 @@ def test_a_refresher_waits_for_another_and_counts_nothing_twice(
         postgres = first.get_bind().dialect.name == "postgresql"
         assert second.is_alive() or not postgres  # PostgreSQL: it waits for the lock
     second.join(10)
-    # PostgreSQL: it finds the day counted. SQLite: its reads saw the day stale before the
-    # first committed, so it counts it again, which changes nothing.
-    assert done == [0] if postgres else done in ([0], [1])
+    assert done == [0]  # it found the day claimed and counted
     assert counted(sessions, site) == from_scratch(sessions, site)
 
 

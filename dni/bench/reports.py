@@ -22,13 +22,15 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, event, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, event, func, select, text, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from dni import reports
 from dni.bench.stores import private_postgres
-from dni.callcounts import rebuild
+from dni.callcounts import mark_stale, rebuild, refresh
+from dni.calls import CallRecord, record_call
 from dni.db import make_engine, make_sessionmaker, upgrade_database
+from dni.models import Call
 from dni.reports import Period, call_report, period
 from dni.sitefile import load_sites, parse_sites
 from dni.sites import SiteConfig, read_site
@@ -227,9 +229,38 @@ def _measure(url: str, visits: int, runs: int, echo: Callable[[str], None]) -> N
         f"call counts by the real code: {call_buckets:,} rows for {days} days in "
         f"{rebuilding:.0f} s ({calls / rebuilding:,.0f} calls/s)"
     )
+    echo(f"a stale day counted again: {_stale_day(sessions, site, runs)}")
     with sessions() as session:
         _time_reports(session, site, runs, echo)
     engine.dispose()
+
+
+def _stale_day(sessions: sessionmaker[Session], site: SiteConfig, runs: int) -> str:
+    """How long counting a busy day again takes (as `dni worker` does, or the first report
+    after the change): after one new call, and after a change to every call of the day."""
+    noon = datetime(2026, 10, 15, 4, tzinfo=UTC)  # in Shanghai
+    day = (datetime(2026, 10, 14, 16, tzinfo=UTC), datetime(2026, 10, 15, 16, tzinfo=UTC))
+    that_day = (Call.site_id == site.id) & Call.started_at.between(*day)
+    timings: dict[str, list[float]] = {"one new call": [], "every call changed": []}
+    for n in range(runs):
+        for kind, ms in timings.items():
+            with sessions.begin() as session:
+                if kind == "one new call":
+                    caller, number = "+8613900000000", "400-888-1234"
+                    call = CallRecord("cdr", f"new-{n}", caller, number, noon, "completed", 90)
+                    record_call(session, site, call, noon)
+                else:  # as re-attribution would: every call of the day credited elsewhere
+                    session.execute(
+                        update(Call).where(that_day).values(first_time=~Call.first_time)
+                    )
+                    mark_stale(session.connection(), site.id, [noon])
+                began = time.perf_counter()
+                refresh(session, site.id)
+                ms.append((time.perf_counter() - began) * 1000)
+    with sessions() as session:
+        calls = session.scalar(select(func.count()).where(that_day))
+    shown = ", ".join(f"{kind} {statistics.median(ms):,.0f} ms" for kind, ms in timings.items())
+    return f"{shown} (median of {runs}; {calls:,} calls that day)"
 
 
 def _time_reports(
