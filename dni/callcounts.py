@@ -45,6 +45,9 @@ FIGURES = (
     *("open_leads", "minutes", "revenue", "sale_revenue"),
 )
 BATCH = 5000
+# Days one refresh transaction counts at most: its claimed days' calls wait for its commit.
+DAYS_AT_ONCE = 7
+MARKS = "dni.callcounts.marks"  # in Session.info: site -> moments of changed calls
 
 
 def tally(condition: ColumnElement[bool]) -> Any:
@@ -77,103 +80,147 @@ def call_figures() -> dict[str, Any]:
 
 
 def week_of(day: date) -> date:
+    """The Monday of the day's week."""
     return day - timedelta(days=day.weekday())
 
 
 def watch(sessions: sessionmaker[Session]) -> None:
-    """Mark the days of every call a session of `sessions` writes through the ORM stale."""
+    """Mark the days of every call a session of `sessions` writes stale when it commits."""
     event.listen(sessions, "before_flush", _flushing)
+    event.listen(sessions, "before_commit", write_marks)
 
 
 def _flushing(session: Session, _context: Any, _instances: Any) -> None:
-    moments: dict[int, list[datetime]] = defaultdict(list)
     for item in (*session.new, *session.dirty, *session.deleted):
         if not isinstance(item, Call) or item.site_id is None:
             continue
-        if item.started_at is not None:
-            moments[item.site_id].append(item.started_at)
         history = inspect(item).attrs.started_at.history
-        moments[item.site_id] += [at for at in history.deleted if at is not None]
-    for site_id, instants in moments.items():
-        mark_stale(session.connection(), site_id, instants)
+        moments = [item.started_at, *history.deleted]  # a corrected start leaves its old day
+        mark_stale(session, item.site_id, [at for at in moments if at is not None])
 
 
 def mark_calls(session: Session, call_ids: Sequence[int]) -> None:
     """Mark the days of these (stored) calls stale."""
-    moments: dict[int, list[datetime]] = defaultdict(list)
     connection = session.connection()
     for first in range(0, len(call_ids), BATCH):
         part = call_ids[first : first + BATCH]
-        for site_id, at in connection.execute(
-            select(Call.site_id, Call.started_at).where(Call.id.in_(part))
-        ):
-            moments[site_id].append(at)
-    for site_id, instants in moments.items():
-        mark_stale(connection, site_id, instants)
+        query = select(Call.site_id, Call.started_at).where(Call.id.in_(part))
+        for site_id, at in connection.execute(query):
+            mark_stale(session, site_id, [at])
 
 
-def mark_stale(connection: Connection, site_id: int, instants: Iterable[datetime]) -> None:
-    """Mark the site's days of these moments stale (in its time zone)."""
-    zone = ZoneInfo(connection.scalar(select(Site.timezone).where(Site.id == site_id)) or "UTC")
-    days = sorted({_local(at, zone) for at in instants})
-    if not days:
+def mark_stale(session: Session, site_id: int, instants: Iterable[datetime]) -> None:
+    """Mark the site's days of these moments stale, written when the session commits."""
+    marks: dict[int, set[datetime]] = session.info.setdefault(MARKS, defaultdict(set))
+    marks[site_id].update(instants)
+
+
+def write_marks(session: Session) -> None:
+    """Write the session's marks, all at once in (site, day) order: a refresher claims days
+    in that order too, so the two never wait for each other in a circle. Each site's time
+    zone is read under a share lock: `dni load` cannot change it before this commits."""
+    session.flush()  # the ORM's last changes mark their days too
+    marks: dict[int, set[datetime]] = session.info.pop(MARKS, {})
+    if not marks:
+        return
+    connection = session.connection()
+    zones = dict(
+        connection.execute(
+            select(Site.id, Site.timezone)
+            .where(Site.id.in_(sorted(marks)))
+            .order_by(Site.id)
+            .with_for_update(read=True)
+        ).all()
+    )
+    for site_id in sorted(marks):
+        zone = ZoneInfo(zones.get(site_id) or "UTC")
+        _write_days(connection, site_id, {_local(at, zone) for at in marks[site_id]})
+
+
+def _write_days(connection: Connection, site_id: int, days: Iterable[date]) -> None:
+    rows = [{"site_id": site_id, "day": day} for day in sorted(days)]
+    if not rows:
         return
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    rows = [{"site_id": site_id, "day": day} for day in days]
     marked = dialect.insert(StaleDay)
     # Written even when the day is marked already: a refresher that claims it meanwhile waits
     # for this transaction, and so counts what it changed.
     again = marked.on_conflict_do_update(
         index_elements=["site_id", "day"], set_={"day": marked.excluded.day}
     )
-    connection.execute(again, rows)
+    for first in range(0, len(rows), BATCH):
+        connection.execute(again, rows[first : first + BATCH])
 
 
 def _local(at: datetime, zone: ZoneInfo) -> date:
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(zone).date()
 
 
-def refresh(session: Session, site_id: int) -> int:
-    """Count the site's stale days again; returns how many were stale.
+def refresh(session: Session, site_id: int, days: int | None = None) -> int:
+    """Count the site's stale days (the oldest `days` of them, or all) again; returns how many
+    were counted.
 
     The days are claimed first, in order: another refresher of the same days waits, then finds
     them gone; a change to a call marks its day by writing the day's row, so it waits too, or
-    marks the day again after the claim, for the next refresh.
+    marks the day again after the claim, for the next refresh. Callers refresh in a short
+    transaction of its own (`bring_up_to_date`): a claimed day's calls wait for its commit.
     """
+    write_marks(session)  # this session's own changes first
     connection = session.connection()
     stale = select(StaleDay.day).where(StaleDay.site_id == site_id)
     if connection.scalar(stale.limit(1)) is None:
         return 0  # nothing to claim: readers of an up-to-date site never queue
-    connection.execute(stale.order_by(StaleDay.day).with_for_update())  # one lock order
-    claimed = delete(StaleDay).where(StaleDay.site_id == site_id).returning(StaleDay.day)
-    days = sorted(connection.scalars(claimed))
+    oldest = list(connection.scalars(stale.order_by(StaleDay.day).limit(days).with_for_update()))
+    claimed = (
+        delete(StaleDay)
+        .where(StaleDay.site_id == site_id, StaleDay.day.in_(oldest))
+        .returning(StaleDay.day)
+    )
+    counted = sorted(connection.scalars(claimed))  # the days another did not count meanwhile
     zone = ZoneInfo(connection.scalar(select(Site.timezone).where(Site.id == site_id)) or "UTC")
-    for day in days:
+    for day in counted:
         _count_day(connection, site_id, zone, day)
-    return len(days)
+    return len(counted)
 
 
-def refresh_all(session: Session) -> int:
-    """Refresh every site with stale days (`dni worker`, each round); returns the days."""
-    sites = session.connection().scalars(select(StaleDay.site_id).distinct()).all()
-    return sum(refresh(session, site_id) for site_id in sorted(sites))
+def bring_up_to_date(sessions: sessionmaker[Session], site_id: int) -> int:
+    """Refresh a site in transactions of DAYS_AT_ONCE days each; returns the days counted."""
+    total = 0
+    while True:
+        with sessions.begin() as session:
+            counted = refresh(session, site_id, DAYS_AT_ONCE)
+        total += counted
+        if counted < DAYS_AT_ONCE:
+            return total
+
+
+def refresh_all(sessions: sessionmaker[Session]) -> int:
+    """Bring every site with stale days up to date (`dni worker`, each round); returns the days."""
+    with sessions() as session:
+        sites = session.scalars(select(StaleDay.site_id).distinct()).all()
+    return sum(bring_up_to_date(sessions, site_id) for site_id in sorted(sites))
 
 
 def rebuild(session: Session, site_id: int) -> int:
     """Count a site's calls again from scratch (after a change of time zone); returns how many
-    days were counted."""
+    days were counted. The site's stale days are claimed first, so that a refresher running
+    meanwhile finishes before (or waits)."""
     connection = session.connection()
+    stale = select(StaleDay.day).where(StaleDay.site_id == site_id)
+    connection.execute(stale.order_by(StaleDay.day).with_for_update())
     connection.execute(delete(CallCount).where(CallCount.site_id == site_id))
+    zone = ZoneInfo(connection.scalar(select(Site.timezone).where(Site.id == site_id)) or "UTC")
     instants = connection.scalars(
         select(Call.started_at).where(Call.site_id == site_id).execution_options(yield_per=BATCH)
     )
-    mark_stale(connection, site_id, instants)
+    _write_days(connection, site_id, {_local(at, zone) for at in instants})
     return refresh(session, site_id)
 
 
 def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) -> None:
     """Count a day again from its calls and add what changed to the day's, week's and month's
-    counts (the work is the day's, however long the month; one new call changes one row)."""
+    counts (the work is the day's, however long the month: one new call changes one row of
+    each)."""
     after = day + timedelta(days=1)
     start = datetime(day.year, day.month, day.day, tzinfo=zone)
     end = datetime(after.year, after.month, after.day, tzinfo=zone)
@@ -201,9 +248,7 @@ def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) 
     )
     nothing = (0,) * len(FIGURES)
     changes = {
-        key: tuple(
-            a - b for a, b in zip(fresh.get(key, nothing), held.get(key, nothing), strict=True)
-        )
+        key: _minus(fresh.get(key, nothing), held.get(key, nothing))
         for key in fresh.keys() | held.keys()
         if fresh.get(key) != held.get(key)
     }

@@ -194,5 +194,5 @@ def _insert(session: Session, site: SiteConfig, record: CallRecord, now: datetim
     )
     if inserted.scalar() is None:
         return False
-    mark_stale(session.connection(), site.id, [record.started_at])
+    mark_stale(session, site.id, [record.started_at])
     return True

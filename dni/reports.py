@@ -210,8 +210,9 @@ def call_report(
     first. Spam is counted apart and in nothing else.
 
     Calls carry their credited traffic and latest outcome (copied there by attribution and
-    dni.outcomes). The dimensions spend is known by read the calls' counts (dni.callcounts,
-    brought up to date first), the others the calls; visits are read from their counts
+    dni.outcomes). The dimensions spend is known by read the calls' counts (dni.callcounts:
+    callers bring them up to date in transactions of their own first, `bring_up_to_date`;
+    what went stale since is counted here), the others the calls; visits are read from their counts
     (dni.visitcounts), ad spend from `costs`; fixed costs (`[[site.cost]]`) are spread over
     the calls they are for.
     """

@@ -41,8 +41,7 @@ def work_once(stores: Stores, regions: IpRegions | None = None) -> Flushed:
                     attribute_pending(session, watermark, regions)
         finally:
             lock.release()
-    with stores.sessions.begin() as session:
-        refresh_all(session)
+    refresh_all(stores.sessions)
     return flushed
 
 

@@ -118,10 +118,9 @@ def test_a_new_time_zone_counts_every_call_again(sessions: sessionmaker[Session]
 def test_the_worker_refreshes_every_site_with_stale_days(sessions: sessionmaker[Session]) -> None:
     site = money_site(sessions)
     record(sessions, site, 1, EARLY)
-    with sessions.begin() as session:
-        assert refresh_all(session) == 1
-    with sessions.begin() as session:
-        assert refresh_all(session) == 0
+    assert refresh_all(sessions) == 1
+    assert refresh_all(sessions) == 0
+    with sessions() as session:
         assert session.scalars(select(CallCount.calls).where(CallCount.span == "M")).all() == [1]
 
 

@@ -253,7 +253,7 @@ def _stale_day(sessions: sessionmaker[Session], site: SiteConfig, runs: int) -> 
                     session.execute(
                         update(Call).where(that_day).values(first_time=~Call.first_time)
                     )
-                    mark_stale(session.connection(), site.id, [noon])
+                    mark_stale(session, site.id, [noon])
                 began = time.perf_counter()
                 refresh(session, site.id)
                 ms.append((time.perf_counter() - began) * 1000)
