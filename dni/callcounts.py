@@ -29,6 +29,7 @@ from sqlalchemy import (
     func,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
@@ -87,7 +88,8 @@ def week_of(day: date) -> date:
 def watch(sessions: sessionmaker[Session]) -> None:
     """Mark the days of every call a session of `sessions` writes stale when it commits."""
     event.listen(sessions, "before_flush", _flushing)
-    event.listen(sessions, "before_commit", write_marks)
+    event.listen(sessions, "before_commit", _committing)
+    event.listen(sessions, "after_soft_rollback", _rolled_back)
 
 
 def _flushing(session: Session, _context: Any, _instances: Any) -> None:
@@ -97,6 +99,18 @@ def _flushing(session: Session, _context: Any, _instances: Any) -> None:
         history = inspect(item).attrs.started_at.history
         moments = [item.started_at, *history.deleted]  # a corrected start leaves its old day
         mark_stale(session, item.site_id, [at for at in moments if at is not None])
+
+
+def _committing(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint's release: the outer commit writes them, in order
+    write_marks(session)
+    session.info.pop(MARKS, None)
+
+
+def _rolled_back(session: Session, previous: Any) -> None:
+    if previous.parent is None:  # the whole transaction: what it changed is undone
+        session.info.pop(MARKS, None)
 
 
 def mark_calls(session: Session, call_ids: Sequence[int]) -> None:
@@ -116,25 +130,35 @@ def mark_stale(session: Session, site_id: int, instants: Iterable[datetime]) -> 
 
 
 def write_marks(session: Session) -> None:
-    """Write the session's marks, all at once in (site, day) order: a refresher claims days
-    in that order too, so the two never wait for each other in a circle. Each site's time
-    zone is read under a share lock: `dni load` cannot change it before this commits."""
+    """Write the session's marks so far, all at once in (site, day) order: a refresher claims
+    days in that order too, so the two never wait for each other in a circle. They are kept
+    until the commit, which writes them again (a savepoint rolled back cannot lose them)."""
     session.flush()  # the ORM's last changes mark their days too
-    marks: dict[int, set[datetime]] = session.info.pop(MARKS, {})
+    marks: dict[int, set[datetime]] = session.info.get(MARKS, {})
     if not marks:
         return
     connection = session.connection()
-    zones = dict(
-        connection.execute(
-            select(Site.id, Site.timezone)
-            .where(Site.id.in_(sorted(marks)))
-            .order_by(Site.id)
-            .with_for_update(read=True)
-        ).all()
-    )
     for site_id in sorted(marks):
-        zone = ZoneInfo(zones.get(site_id) or "UTC")
+        zone = _zone(connection, site_id, shared=True)
         _write_days(connection, site_id, {_local(at, zone) for at in marks[site_id]})
+
+
+def hold_zone(session: Session, site_id: int) -> None:
+    """Keep marks of the site's calls from reading its time zone until this transaction ends
+    (`dni load`, before it counts a site whose zone it changes again: a call committed meanwhile
+    is then either in that count or marked by the new zone). PostgreSQL only; SQLite has one
+    writer."""
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_xact_lock(7405, :site)"), {"site": site_id})
+
+
+def _zone(connection: Connection, site_id: int, shared: bool = False) -> ZoneInfo:
+    """The site's time zone; `shared`: under the lock `hold_zone` waits for."""
+    if shared and connection.dialect.name == "postgresql":
+        lock = text("SELECT pg_advisory_xact_lock_shared(7405, :site)")
+        connection.execute(lock, {"site": site_id})
+    return ZoneInfo(connection.scalar(select(Site.timezone).where(Site.id == site_id)) or "UTC")
 
 
 def _write_days(connection: Connection, site_id: int, days: Iterable[date]) -> None:
@@ -177,7 +201,7 @@ def refresh(session: Session, site_id: int, days: int | None = None) -> int:
         .returning(StaleDay.day)
     )
     counted = sorted(connection.scalars(claimed))  # the days another did not count meanwhile
-    zone = ZoneInfo(connection.scalar(select(Site.timezone).where(Site.id == site_id)) or "UTC")
+    zone = _zone(connection, site_id)
     for day in counted:
         _count_day(connection, site_id, zone, day)
     return len(counted)
@@ -209,7 +233,7 @@ def rebuild(session: Session, site_id: int) -> int:
     stale = select(StaleDay.day).where(StaleDay.site_id == site_id)
     connection.execute(stale.order_by(StaleDay.day).with_for_update())
     connection.execute(delete(CallCount).where(CallCount.site_id == site_id))
-    zone = ZoneInfo(connection.scalar(select(Site.timezone).where(Site.id == site_id)) or "UTC")
+    zone = _zone(connection, site_id)
     instants = connection.scalars(
         select(Call.started_at).where(Call.site_id == site_id).execution_options(yield_per=BATCH)
     )

@@ -27,10 +27,9 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from dni.callcounts import OPEN_LEAD, call_figures, refresh, total
+from dni.callcounts import OPEN_LEAD, call_figures, total
 from dni.fixedcosts import FixedCosts
 from dni.models import Call, CallCount, Cost, Visit, VisitCount
 from dni.money import minor_digits
@@ -210,9 +209,9 @@ def call_report(
     first. Spam is counted apart and in nothing else.
 
     Calls carry their credited traffic and latest outcome (copied there by attribution and
-    dni.outcomes). The dimensions spend is known by read the calls' counts (dni.callcounts:
-    callers bring them up to date in transactions of their own first, `bring_up_to_date`;
-    what went stale since is counted here), the others the calls; visits are read from their counts
+    dni.outcomes). The dimensions spend is known by read the calls' counts (dni.callcounts),
+    which the caller brings up to date first (`bring_up_to_date`: in transactions of their
+    own, so that this one only reads), the others the calls; visits are read from their counts
     (dni.visitcounts), ad spend from `costs`; fixed costs (`[[site.cost]]`) are spread over
     the calls they are for.
     """
@@ -222,15 +221,6 @@ def call_report(
         # no JIT, whose compiling (set off by the join's row estimate) cost more than the query.
         session.execute(text(f"SET LOCAL work_mem = '{REPORT_WORK_MEM}'"))
         session.execute(text("SET LOCAL jit = off"))
-    try:
-        refresh(session, site.id)
-    except OperationalError:
-        if dialect != "sqlite":
-            raise
-        # Another writer counted the days since this transaction's first read (SQLite cannot
-        # write from a stale snapshot): read afresh; they are most likely counted now.
-        session.rollback()
-        refresh(session, site.id)
     values = _lead_values(session, site, when)
     costed = dimension in SPEND_DIMENSIONS
     rows = Rows()

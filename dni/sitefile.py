@@ -560,7 +560,8 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
         _load_sources(site, spec)
         report.sites.append(spec.key)
     session.flush()
-    for site in moved:
+    for site in sorted(moved, key=lambda s: s.id):
+        callcounts.hold_zone(session, site.id)
         visitcounts.recount(session, site.id)
         callcounts.rebuild(session, site.id)
     return report

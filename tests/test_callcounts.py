@@ -163,3 +163,14 @@ def test_a_cost_with_first_and_last_days_charges_only_the_calls_between(
     part = report(sessions, site, "channel", (date(2026, 11, 10), date(2026, 11, 25)))
     assert part["wechat / social"]["cost"] == round((100 + 500) * 16 / 30 + 2 * 2, 2)
     assert part["wechat / social"]["calls"] == 3
+
+
+def test_a_change_rolled_back_marks_nothing(sessions: sessionmaker[Session]) -> None:
+    site = money_site(sessions)
+    with sessions() as session:
+        call = CallRecord("cdr", "gone", "+8613800000001", WECHAT, EARLY, "completed", 60)
+        record_call(session, site, call, FAR)
+        session.rollback()
+        session.commit()  # the same session commits again, with nothing of the call
+    with sessions() as session:
+        assert session.scalars(select(StaleDay)).all() == []

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 import dni.outcomes
 from dni.attribution import attribute_pending
 from dni.attribution.evidence import load_journeys
+from dni.callcounts import bring_up_to_date
 from dni.calls import CallRecord, record_call
 from dni.errors import ConfigError
 from dni.history import flush_history
@@ -99,6 +100,7 @@ def call(sessions: sessionmaker[Session], n: int) -> Call:
 def report(
     sessions: sessionmaker[Session], site: SiteConfig, dimension: str, days: tuple[date, date]
 ) -> dict[Any, dict[str, Any]]:
+    bring_up_to_date(sessions, site.id)
     with sessions() as session:
         rows = call_report(session, site, period(site, *days), dimension)
     return {row[dimension]: row for row in rows}

@@ -120,6 +120,7 @@ def test_unknown_route_and_method_answer_json(client: FlaskClient) -> None:
 def test_demo_calls_fill_the_keyword_report(
     rt: Any, sessions: sessionmaker[Session], clock: Any
 ) -> None:
+    from dni.callcounts import bring_up_to_date
     from dni.reports import call_report, period
     from dni.web.demo import DEMO_SITES, add_demo_calls
     from tests.factories import load_toml
@@ -127,6 +128,7 @@ def test_demo_calls_fill_the_keyword_report(
     load_toml(sessions, DEMO_SITES)
     site = rt.sites.get("demo")
     assert add_demo_calls(rt.stores, site, clock()) == 6  # 5 from the page, 1 from the radio
+    bring_up_to_date(sessions, site.id)
     with sessions() as session:
         day = clock().date()
         rows = {
