@@ -36,6 +36,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from dni.models import Call, CallCount, Site, StaleDay
 from dni.outcomes import LEADS, QUALIFIED
+from dni.visitcounts import spans_of
 
 ANSWERED = (Call.status == "completed") & (Call.duration_seconds > 0)
 SPAM = Call.outcome == "spam"
@@ -78,11 +79,6 @@ def call_figures() -> dict[str, Any]:
         total(Call.outcome == "sale", Call.revenue),
     ]
     return dict(zip(FIGURES, aggregates, strict=True))
-
-
-def week_of(day: date) -> date:
-    """The Monday of the day's week."""
-    return day - timedelta(days=day.weekday())
 
 
 def watch(sessions: sessionmaker[Session]) -> None:
@@ -280,7 +276,7 @@ def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) 
         return
     # Values that lost calls may have none left (each call counts in `calls` or in `spam`).
     shrunk = [key for key, change in changes.items() if min(change) < 0]
-    for span, first in (("D", day), ("W", week_of(day)), ("M", day.replace(day=1))):
+    for span, first in spans_of(day):
         _add(connection, site_id, span, first, changes)
         _drop_empty(connection, site_id, span, first, shrunk)
 

@@ -288,9 +288,11 @@ class Fields:
             self.fail(name, str(exc))
             return ""
 
-    def amount(self, name: str, currency: str, *, required: bool = True) -> int | None:
+    def amount(
+        self, name: str, currency: str, *, required: bool = True, exact: bool = False
+    ) -> int | None:
         """Money written in major units ("1,234.50", 1234.5) as minor units of `currency`,
-        at least 0; None if missing or bad."""
+        at least 0; None if missing or bad. `exact`: finer than a minor unit is bad too."""
         value = self.given(name, required)
         if value is None:
             return None
@@ -298,7 +300,7 @@ class Fields:
             self.refuse(name, "must be an amount such as 1234.50", value)
             return None
         try:
-            minor = to_minor(value, currency)
+            minor = to_minor(value, currency, exact=exact)
         except ValueError as exc:
             self.fail(name, str(exc))
             return None

@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, and_, case, func, true
 
 from dni.models import CallCount
 from dni.sites import SiteConfig
-from dni.visitcounts import CHANNEL_JOIN, spans
+from dni.visitcounts import CHANNEL_JOIN, month_after, spans
 
 if TYPE_CHECKING:
     from dni.reports import Period
@@ -50,7 +50,7 @@ class FixedCosts:
         day = first.replace(day=1)
         while day <= last:
             cuts.add(day)
-            day = _next_month(day)
+            day = month_after(day)
         for cost in self.live:
             since, until = _bounds(cost)
             cuts |= {since or first, (until or last) + timedelta(days=1)}
@@ -120,10 +120,6 @@ class FixedCosts:
         if extensions:
             calls = calls | ((CallCount.number == pool.target_e164) & CallCount.extension)
         return calls
-
-
-def _next_month(day: date) -> date:
-    return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
 def _bounds(cost: Mapping[str, Any]) -> tuple[date | None, date | None]:

@@ -9,7 +9,7 @@ site's currency. ROI = (revenue − cost) / cost, in percent; null where there i
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -299,8 +299,7 @@ def _counted(
     carried: list[dict[Any, int]] = [{} for _ in monthly]
     width, fixed = len(COUNTS), len(per_call)
     for value, *figures in session.connection().execute(query).all():  # Core: no ORM loading
-        row = Row(value, counts=[int(n) for n in figures[:width]])
-        row.revenue, row.estimated = int(figures[width]), float(figures[width + 1])
+        row = _row(value, figures)
         if fixed:
             row.spend = fees.per_call_amount(figures[width + 2 : width + 2 + fixed])
         for part, n in zip(carried, figures[width + 2 + fixed :], strict=True):
@@ -327,12 +326,15 @@ def _calls(
         .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
         .group_by(key)
     )
-    found: dict[Any, Row] = {}
-    for value, *figures in session.connection().execute(query).all():
-        row = Row(value, counts=[int(n) for n in figures[: len(COUNTS)]])
-        row.revenue, row.estimated = int(figures[-2]), float(figures[-1])
-        found[value] = row
-    return found
+    return {value: _row(value, figures) for value, *figures in session.connection().execute(query)}
+
+
+def _row(value: Any, figures: Sequence[Any]) -> Row:
+    """A row from a query's figures: COUNTS, then revenue and estimated value (then others)."""
+    width = len(COUNTS)
+    row = Row(value, counts=[int(n) for n in figures[:width]])
+    row.revenue, row.estimated = int(figures[width]), float(figures[width + 1])
+    return row
 
 
 LeadValues = Mapping[tuple[str, str], float]

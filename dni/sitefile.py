@@ -21,7 +21,7 @@ from dni import callcounts, visitcounts
 from dni.errors import ConfigError
 from dni.fields import Fields
 from dni.models import Pool, Site, SourceNumber, TrackingNumber
-from dni.money import minor_digits, to_minor
+from dni.money import minor_digits
 from dni.outcomes import STATUSES, TOUCHES
 from dni.phones import is_valid_region
 from dni.sites import MATCH_FIELDS
@@ -344,12 +344,8 @@ def _parse_cost(
     if since and until and until < since:
         cost.fail("until", "must be on or after since")
     number = cost.phone("number", country, required=False)
-    amount = cost.amount(kind, currency) or 0
-    if kind in cost.data and cost.path(kind) not in cost.errors:
-        try:  # a rate is charged on every call: rounding it would misstate them all
-            to_minor(cost.data[kind], currency, exact=True)
-        except ValueError as exc:
-            cost.fail(kind, str(exc))
+    # A rate is charged on every call: rounding it would misstate them all.
+    amount = cost.amount(kind, currency, exact=True) or 0
     return {
         "name": cost.text("name", max_len=100, required=False) or f"cost {position + 1}",
         "kind": kind,

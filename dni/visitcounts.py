@@ -48,7 +48,8 @@ def channel_of(visit: Mapping[Any, Any]) -> str:
     return f"{visit['source'] or ''}{CHANNEL_JOIN}{visit['medium'] or ''}"
 
 
-def _month_after(day: date) -> date:
+def month_after(day: date) -> date:
+    """The first day of the next month."""
     return (day.replace(day=28) + timedelta(days=4)).replace(day=1)
 
 
@@ -62,9 +63,9 @@ def spans(first: date, last: date) -> list[tuple[str, date]]:
     found = []
     day = first
     while day <= last:
-        if day.day == 1 and _month_after(day) - timedelta(days=1) <= last:
+        if day.day == 1 and month_after(day) - timedelta(days=1) <= last:
             found.append(("M", day))
-            day = _month_after(day)
+            day = month_after(day)
         elif day.weekday() == 0 and day + timedelta(days=6) <= last:
             found.append(("W", day))
             day += timedelta(days=7)
