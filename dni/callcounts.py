@@ -1,11 +1,13 @@
-"""Calls counted per day, week and month of the site's time zone, per traffic and tracking
-number: what the money reports read instead of the calls (DESIGN §7: a keyword report over a
-month of a million calls reads the month's counts of each value, not the million calls).
+"""Calls and ad spend counted per day, week and month of the site's time zone, per traffic
+and tracking number, and per channel: what the money reports read instead of the calls and
+costs (DESIGN §7: a keyword report over a month of a million calls reads the month's counts of
+each value, not the million calls).
 
-A change to a call marks its day stale (`StaleDay`) in the same transaction: every ORM flush
-of a call (`watch`), the bulk updates of attribution and rules (`dni.db.update_calls`) and the
-insert of a new record (`dni.calls`). `refresh` counts a site's stale days again from their
-calls and adds what changed to their day, week and month (the work is the day's);
+A change to a call or a cost marks its day stale (`StaleDay`) in the same transaction: every
+ORM flush of a call or cost (`watch`), the bulk updates of attribution and rules
+(`dni.db.update_calls`) and the insert of a new record (`dni.calls`). `refresh` counts a site's
+stale days again from their calls and costs and adds what changed to their day, week and month
+(the work is the day's);
 `dni worker` does it every round and every report does it for its site before it reads, so a
 report is never behind its calls. A site whose time zone changes is counted again from scratch
 (`rebuild`).
@@ -22,19 +24,23 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    Date,
     bindparam,
     case,
+    cast,
     delete,
     event,
     func,
+    insert,
     inspect,
+    literal,
     select,
     text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from dni.models import Call, CallCount, Site, StaleDay
+from dni.models import Call, CallCount, ChannelCount, Cost, Site, StaleDay
 from dni.outcomes import LEADS, QUALIFIED
 from dni.visitcounts import spans_of
 
@@ -42,14 +48,18 @@ ANSWERED = (Call.status == "completed") & (Call.duration_seconds > 0)
 SPAM = Call.outcome == "spam"
 OPEN_LEAD = Call.outcome.in_(("lead", "qualified"))
 GRAIN = ("source", "medium", "campaign", "keyword", "number", "extension")
+CHANNEL = ("source", "medium")  # ChannelCount's grain: GRAIN's first two
+# What calls come to; the counts hold these and the day's ad spend.
 FIGURES = (
     *("calls", "answered", "first_time", "qualified", "leads", "sales", "spam"),
     *("open_leads", "minutes", "revenue", "sale_revenue"),
 )
+COUNTED = (*FIGURES, "spend")
 BATCH = 5000
 # Days one refresh transaction counts at most: its claimed days' calls wait for its commit.
 DAYS_AT_ONCE = 7
-MARKS = "dni.callcounts.marks"  # in Session.info: site -> moments of changed calls
+# In Session.info: site -> moments of changed calls and (local) days of changed costs.
+MARKS = "dni.callcounts.marks"
 
 
 def tally(condition: ColumnElement[bool]) -> Any:
@@ -82,7 +92,8 @@ def call_figures() -> dict[str, Any]:
 
 
 def watch(sessions: sessionmaker[Session]) -> None:
-    """Mark the days of every call a session of `sessions` writes stale when it commits."""
+    """Mark the days of every call and cost a session of `sessions` writes stale when it
+    commits."""
     event.listen(sessions, "before_flush", _flushing)
     event.listen(sessions, "before_commit", _committing)
     event.listen(sessions, "after_soft_rollback", _rolled_back)
@@ -90,10 +101,16 @@ def watch(sessions: sessionmaker[Session]) -> None:
 
 def _flushing(session: Session, _context: Any, _instances: Any) -> None:
     for item in (*session.new, *session.dirty, *session.deleted):
-        if not isinstance(item, Call) or item.site_id is None:
+        if isinstance(item, Call):
+            when = "started_at"
+        elif isinstance(item, Cost):
+            when = "day"
+        else:
             continue
-        history = inspect(item).attrs.started_at.history
-        moments = [item.started_at, *history.deleted]  # a corrected start leaves its old day
+        if item.site_id is None:
+            continue
+        history = inspect(item).attrs[when].history
+        moments = [getattr(item, when), *history.deleted]  # a corrected one leaves its old day
         mark_stale(session, item.site_id, [at for at in moments if at is not None])
 
 
@@ -119,9 +136,10 @@ def mark_calls(session: Session, call_ids: Sequence[int]) -> None:
             mark_stale(session, site_id, [at])
 
 
-def mark_stale(session: Session, site_id: int, instants: Iterable[datetime]) -> None:
-    """Mark the site's days of these moments stale, written when the session commits."""
-    marks: dict[int, set[datetime]] = session.info.setdefault(MARKS, defaultdict(set))
+def mark_stale(session: Session, site_id: int, instants: Iterable[date]) -> None:
+    """Mark the site's days of these moments (or of the site's own days, given as dates) stale,
+    written when the session commits."""
+    marks: dict[int, set[date]] = session.info.setdefault(MARKS, defaultdict(set))
     marks[site_id].update(instants)
 
 
@@ -130,7 +148,7 @@ def write_marks(session: Session) -> None:
     days in that order too, so the two never wait for each other in a circle. They are kept
     until the commit, which writes them again (a savepoint rolled back cannot lose them)."""
     session.flush()  # the ORM's last changes mark their days too
-    marks: dict[int, set[datetime]] = session.info.get(MARKS, {})
+    marks: dict[int, set[date]] = session.info.get(MARKS, {})
     if not marks:
         return
     connection = session.connection()
@@ -172,7 +190,10 @@ def _write_days(connection: Connection, site_id: int, days: Iterable[date]) -> N
         connection.execute(again, rows[first : first + BATCH])
 
 
-def _local(at: datetime, zone: ZoneInfo) -> date:
+def _local(at: date, zone: ZoneInfo) -> date:
+    """The site's day of a moment (a date is one already)."""
+    if not isinstance(at, datetime):
+        return at
     return (at if at.tzinfo else at.replace(tzinfo=UTC)).astimezone(zone).date()
 
 
@@ -222,25 +243,114 @@ def refresh_all(sessions: sessionmaker[Session]) -> int:
 
 
 def rebuild(session: Session, site_id: int) -> int:
-    """Count a site's calls again from scratch (after a change of time zone); returns how many
-    days were counted. The site's stale days are claimed first, so that a refresher running
-    meanwhile finishes before (or waits)."""
+    """Count a site's calls and costs again from scratch (after a change of time zone); returns
+    how many days were counted. The site's stale days are claimed first, so that a refresher
+    running meanwhile finishes before (or waits); a day marked meanwhile stays marked.
+
+    Each day is counted once, then weeks, months and channels are summed from the days: every
+    row is written once (a refresh would add each day to its week and month in turn)."""
+    write_marks(session)
     connection = session.connection()
     stale = select(StaleDay.day).where(StaleDay.site_id == site_id)
-    connection.execute(stale.order_by(StaleDay.day).with_for_update())
-    connection.execute(delete(CallCount).where(CallCount.site_id == site_id))
+    claimed = list(connection.scalars(stale.order_by(StaleDay.day).with_for_update()))
+    for model in (CallCount, ChannelCount):
+        connection.execute(delete(model).where(model.site_id == site_id))
     zone = _zone(connection, site_id)
     instants = connection.scalars(
         select(Call.started_at).where(Call.site_id == site_id).execution_options(yield_per=BATCH)
     )
-    _write_days(connection, site_id, {_local(at, zone) for at in instants})
-    return refresh(session, site_id)
+    days = {_local(at, zone) for at in instants}
+    days |= set(connection.scalars(select(Cost.day).where(Cost.site_id == site_id).distinct()))
+    connection.execute(
+        delete(StaleDay).where(StaleDay.site_id == site_id, StaleDay.day.in_(claimed))
+    )
+    for day in sorted(days):
+        _add(
+            connection,
+            CallCount,
+            GRAIN,
+            site_id,
+            "D",
+            day,
+            _day_counts(connection, site_id, zone, day),
+        )
+    _sum_days(connection, site_id)
+    return len(days)
+
+
+def _sum_days(connection: Connection, site_id: int) -> None:
+    """Weeks and months from the site's days, then every span's channels from its rows."""
+    days = select(CallCount).where(CallCount.site_id == site_id, CallCount.span == "D").subquery()
+    sums = [func.sum(getattr(days.c, name)) for name in COUNTED]
+    for span in ("W", "M"):
+        start = _span_start(connection.dialect.name, span, days.c.start)
+        grain = [getattr(days.c, name) for name in GRAIN]
+        connection.execute(
+            insert(CallCount).from_select(
+                ["site_id", "span", "start", *GRAIN, *COUNTED],
+                select(days.c.site_id, literal(span), start, *grain, *sums).group_by(
+                    days.c.site_id, start, *grain
+                ),
+            )
+        )
+    key = [CallCount.site_id, CallCount.span, CallCount.start, CallCount.source, CallCount.medium]
+    connection.execute(
+        insert(ChannelCount).from_select(
+            ["site_id", "span", "start", *CHANNEL, *COUNTED],
+            select(*key, *(func.sum(getattr(CallCount, n)) for n in COUNTED))
+            .where(CallCount.site_id == site_id)
+            .group_by(*key),
+        )
+    )
+
+
+def _span_start(dialect: str, span: str, day: Any) -> Any:
+    """The first day of the week (from Monday) or month of `day`, in SQL."""
+    if dialect == "postgresql":
+        unit = "week" if span == "W" else "month"
+        return cast(func.date_trunc(unit, day), Date)
+    if span == "W":  # the Sunday on or after the day, less six days
+        return func.date(day, "weekday 0", "-6 days")
+    return func.date(day, "start of month")
 
 
 def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) -> None:
-    """Count a day again from its calls and add what changed to the day's, week's and month's
-    counts (the work is the day's, however long the month: one new call changes one row of
-    each)."""
+    """Count a day again from its calls and costs and add what changed to the day's, week's
+    and month's counts, and to its channels' (the work is the day's, however long the month:
+    one new call changes one row of each)."""
+    fresh = _day_counts(connection, site_id, zone, day)
+    held = _by_grain(
+        connection.execute(
+            select(*(getattr(CallCount, name) for name in (*GRAIN, *COUNTED))).where(
+                *_bucket(CallCount, site_id, "D", day)
+            )
+        )
+    )
+    nothing = (0,) * len(COUNTED)
+    changes = {
+        key: change
+        for key in fresh.keys() | held.keys()
+        if any(change := _minus(fresh.get(key, nothing), held.get(key, nothing)))
+    }
+    by_channel: dict[Grain, tuple[int, ...]] = {}
+    for key, change in changes.items():
+        by_channel[key[:2]] = _plus(by_channel.get(key[:2], nothing), change)
+    for model, grain_names, changed in (
+        (CallCount, GRAIN, changes),
+        (ChannelCount, CHANNEL, {key: c for key, c in by_channel.items() if any(c)}),
+    ):
+        # Values that lost calls or spend may have none left (a call counts in `calls` or in
+        # `spam`).
+        shrunk = [key for key, change in changed.items() if min(change) < 0]
+        for span, first in spans_of(day):
+            _add(connection, model, grain_names, site_id, span, first, changed)
+            _drop_empty(connection, model, grain_names, site_id, span, first, shrunk)
+
+
+def _day_counts(
+    connection: Connection, site_id: int, zone: ZoneInfo, day: date
+) -> dict[Grain, tuple[int, ...]]:
+    """What the day's calls and costs come to, by grain (none all nothing)."""
     after = day + timedelta(days=1)
     start = datetime(day.year, day.month, day.day, tzinfo=zone)
     end = datetime(after.year, after.month, after.day, tzinfo=zone)
@@ -254,34 +364,30 @@ def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) 
     ]
     fresh = _by_grain(
         connection.execute(
-            select(*grain, *call_figures().values())
+            select(*grain, *call_figures().values(), literal(0))
             .where(Call.site_id == site_id, Call.started_at >= start, Call.started_at < end)
             .group_by(*grain)
         )
     )
-    held = _by_grain(
-        connection.execute(
-            select(*(getattr(CallCount, name) for name in (*GRAIN, *FIGURES))).where(
-                *_bucket(site_id, "D", day)
-            )
-        )
+    traffic = (Cost.source, Cost.medium, Cost.campaign, Cost.keyword)
+    spent = connection.execute(
+        select(*traffic, func.sum(Cost.amount))
+        .where(Cost.site_id == site_id, Cost.day == day)
+        .group_by(*traffic)
     )
-    nothing = (0,) * len(FIGURES)
-    changes = {
-        key: _minus(fresh.get(key, nothing), held.get(key, nothing))
-        for key in fresh.keys() | held.keys()
-        if fresh.get(key) != held.get(key)
-    }
-    if not changes:
-        return
-    # Values that lost calls may have none left (each call counts in `calls` or in `spam`).
-    shrunk = [key for key, change in changes.items() if min(change) < 0]
-    for span, first in spans_of(day):
-        _add(connection, site_id, span, first, changes)
-        _drop_empty(connection, site_id, span, first, shrunk)
+    nothing = (0,) * len(COUNTED)
+    for *value, amount in spent:  # spend has no tracking number
+        key = (*value, "", False)
+        fresh[key] = _plus(fresh.get(key, nothing), (*(0 for _ in FIGURES), int(amount)))
+    return {key: figures for key, figures in fresh.items() if any(figures)}  # a cost of 0
 
 
 Grain = tuple[Any, ...]
+Counted = type[CallCount] | type[ChannelCount]
+
+
+def _plus(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
+    return tuple(x + y for x, y in zip(a, b, strict=True))
 
 
 def _minus(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
@@ -298,25 +404,29 @@ def _by_grain(rows: Iterable[Any]) -> dict[Grain, tuple[int, ...]]:
 
 def _add(
     connection: Connection,
+    model: Counted,
+    grain: Sequence[str],
     site_id: int,
     span: str,
     start: date,
     changes: Mapping[Grain, Sequence[int]],
 ) -> None:
     """Add each value's change to its counts of the span."""
+    if not changes:
+        return
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(CallCount)
+    statement = dialect.insert(model)
     added = statement.on_conflict_do_update(
-        index_elements=["site_id", "span", "start", *GRAIN],
-        set_={n: getattr(CallCount, n) + getattr(statement.excluded, n) for n in FIGURES},
+        index_elements=["site_id", "span", "start", *grain],
+        set_={n: getattr(model, n) + getattr(statement.excluded, n) for n in COUNTED},
     )
     rows = [
         {
             "site_id": site_id,
             "span": span,
             "start": start,
-            **dict(zip(GRAIN, key, strict=True)),
-            **dict(zip(FIGURES, change, strict=True)),
+            **dict(zip(grain, key, strict=True)),
+            **dict(zip(COUNTED, change, strict=True)),
         }
         for key, change in sorted(changes.items())  # one lock order
     ]
@@ -325,18 +435,25 @@ def _add(
 
 
 def _drop_empty(
-    connection: Connection, site_id: int, span: str, start: date, keys: Sequence[Grain]
+    connection: Connection,
+    model: Counted,
+    grain: Sequence[str],
+    site_id: int,
+    span: str,
+    start: date,
+    keys: Sequence[Grain],
 ) -> None:
     if not keys:
         return
-    where = [bindparam(f"_{name}") == getattr(CallCount, name) for name in GRAIN]
-    empty = delete(CallCount).where(
-        *_bucket(site_id, span, start), *where, CallCount.calls == 0, CallCount.spam == 0
-    )
+    where = [bindparam(f"_{name}") == getattr(model, name) for name in grain]
+    nothing = (model.calls == 0, model.spam == 0, model.spend == 0)
+    empty = delete(model).where(*_bucket(model, site_id, span, start), *where, *nothing)
     connection.execute(
-        empty, [{f"_{n}": v for n, v in zip(GRAIN, key, strict=True)} for key in keys]
+        empty, [{f"_{n}": v for n, v in zip(grain, key, strict=True)} for key in keys]
     )
 
 
-def _bucket(site_id: int, span: str, start: date) -> tuple[ColumnElement[bool], ...]:
-    return (CallCount.site_id == site_id, CallCount.span == span, CallCount.start == start)
+def _bucket(
+    model: Counted, site_id: int, span: str, start: date
+) -> tuple[ColumnElement[bool], ...]:
+    return (model.site_id == site_id, model.span == span, model.start == start)

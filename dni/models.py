@@ -335,15 +335,18 @@ class VisitCount(Base):
 
 
 class CallCount(Base):
-    """Calls and what they came to, per day, week or month of the site's time zone and per
-    traffic (source, medium, campaign, keyword) and tracking number: what the money reports
-    (keyword, source, medium, campaign, channel) read instead of the calls (dni.callcounts).
+    """Calls and what they came to, and ad spend, per day, week or month of the site's time
+    zone and per traffic (source, medium, campaign, keyword) and tracking number: what the money
+    reports (keyword, source, medium, campaign, channel) read instead of the calls and costs
+    (dni.callcounts). Spend has no tracking number: its rows have number "".
 
-    Rebuilt from the calls for each day a change to a call marks stale (`StaleDay`); the
-    reports bring their site's stale days up to date before they read.
+    Counted again from the calls and costs of each day a change to either marks stale
+    (`StaleDay`); the reports bring their site's stale days up to date before they read.
     """
 
     __tablename__ = "call_counts"
+    # PostgreSQL: one partition per span, with room for updates (made by migration 0007).
+    __table_args__ = {"postgresql_partition_by": "LIST (span)"}
 
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
     span: Mapped[str] = mapped_column(String(1), primary_key=True)  # D, W (from Monday) or M
@@ -366,11 +369,38 @@ class CallCount(Base):
     minutes: Mapped[int] = mapped_column(BigInteger)  # answered calls' started minutes
     revenue: Mapped[int] = mapped_column(BigInteger)  # the leads' (minor units)
     sale_revenue: Mapped[int] = mapped_column(BigInteger)  # the sales' alone
+    spend: Mapped[int] = mapped_column(BigInteger, default=0)  # ad spend (costs), minor units
+
+
+class ChannelCount(Base):
+    """The call counts of each channel (source, medium) summed: what a channel's figures over
+    a quarter (the lead values of dni.reports) read. Kept with `CallCount`, by the same
+    refresh."""
+
+    __tablename__ = "channel_counts"
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    span: Mapped[str] = mapped_column(String(1), primary_key=True)
+    start: Mapped[date] = mapped_column(Date, primary_key=True)
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    medium: Mapped[str] = mapped_column(String(200), primary_key=True)
+    calls: Mapped[int] = mapped_column(Integer)
+    answered: Mapped[int] = mapped_column(Integer)
+    first_time: Mapped[int] = mapped_column(Integer)
+    qualified: Mapped[int] = mapped_column(Integer)
+    leads: Mapped[int] = mapped_column(Integer)
+    sales: Mapped[int] = mapped_column(Integer)
+    spam: Mapped[int] = mapped_column(Integer)
+    open_leads: Mapped[int] = mapped_column(Integer)
+    minutes: Mapped[int] = mapped_column(BigInteger)
+    revenue: Mapped[int] = mapped_column(BigInteger)
+    sale_revenue: Mapped[int] = mapped_column(BigInteger)
+    spend: Mapped[int] = mapped_column(BigInteger)
 
 
 class StaleDay(Base):
-    """A day (the site's) whose call counts no longer match its calls: marked in the same
-    transaction as the change to a call, cleared when the day is counted again."""
+    """A day (the site's) whose call counts no longer match its calls and costs: marked in the
+    same transaction as the change to a call or cost, cleared when the day is counted again."""
 
     __tablename__ = "stale_days"
 

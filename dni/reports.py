@@ -8,14 +8,18 @@ site's currency. ROI = (revenue − cost) / cost, in percent; null where there i
 
 from __future__ import annotations
 
+import gc
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BigInteger,
+    Float,
     Integer,
     case,
     cast,
@@ -31,7 +35,7 @@ from sqlalchemy.orm import Session
 
 from dni.callcounts import OPEN_LEAD, call_figures, total
 from dni.fixedcosts import FixedCosts
-from dni.models import Call, CallCount, Cost, Visit, VisitCount
+from dni.models import Call, CallCount, ChannelCount, Visit, VisitCount
 from dni.money import minor_digits
 from dni.sites import SiteConfig
 from dni.visitcounts import CHANNEL_JOIN, spans
@@ -154,19 +158,14 @@ def _visit_json(visit: Visit, zone: ZoneInfo) -> dict[str, Any]:
     }
 
 
-def _traffic_columns(model: type[CallCount] | type[Cost]) -> dict[str, Any]:
-    """The traffic calls are credited to, or spend was reported for, by report dimension."""
-    return {
-        "keyword": model.keyword,
-        "source": model.source,
-        "medium": model.medium,
-        "campaign": model.campaign,
-        "channel": model.source + literal(CHANNEL_JOIN) + model.medium,
-    }
-
-
-COUNT_COLUMNS = _traffic_columns(CallCount)
-COST_COLUMNS = _traffic_columns(Cost)
+# The traffic calls are credited to and spend was reported for, by report dimension.
+COUNT_COLUMNS = {
+    "keyword": CallCount.keyword,
+    "source": CallCount.source,
+    "medium": CallCount.medium,
+    "campaign": CallCount.campaign,
+    "channel": CallCount.source + literal(CHANNEL_JOIN) + CallCount.medium,
+}
 # The dimensions reports count from the calls themselves (no spend is known by these).
 CALL_COLUMNS: dict[str, Any] = {
     "landing_page": Call.landing_page,
@@ -181,14 +180,14 @@ class Row:
 
     value: Any
     visits: int = 0
-    counts: list[int] = field(default_factory=lambda: [0] * len(COUNTS))
+    counts: Sequence[int] = (0,) * len(COUNTS)
     revenue: int = 0
     estimated: float = 0.0
     spend: int = 0  # ad spend and fixed costs
 
     def add(self, other: Row) -> None:
         self.visits += other.visits
-        self.counts = [a + b for a, b in zip(self.counts, other.counts, strict=True)]
+        self.counts = tuple(a + b for a, b in zip(self.counts, other.counts, strict=True))
         self.revenue += other.revenue
         self.estimated += other.estimated
         self.spend += other.spend
@@ -209,12 +208,34 @@ def call_report(
     first. Spam is counted apart and in nothing else.
 
     Calls carry their credited traffic and latest outcome (copied there by attribution and
-    dni.outcomes). The dimensions spend is known by read the calls' counts (dni.callcounts),
-    which the caller brings up to date first (`bring_up_to_date`: in transactions of their
-    own, so that this one only reads), the others the calls; visits are read from their counts
-    (dni.visitcounts), ad spend from `costs`; fixed costs (`[[site.cost]]`) are spread over
+    dni.outcomes). The dimensions spend is known by read the counts of calls and ad spend
+    (dni.callcounts), which the caller brings up to date first (`bring_up_to_date`: in
+    transactions of their own, so that this one only reads), the others the calls; visits are
+    read from their counts (dni.visitcounts); fixed costs (`[[site.cost]]`) are spread over
     the calls they are for.
     """
+    with _collector_paused():
+        return _call_report(session, site, when, dimension)
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while a report's rows are made: tens of thousands of
+    new rows would set off collections over every live object again and again (a third of a
+    keyword report's time), and these rows hold no cycles. Process-wide: it stays off only
+    for as long as some report is being made."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
+def _call_report(
+    session: Session, site: SiteConfig, when: Period, dimension: str
+) -> list[dict[str, Any]]:
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         # For this transaction only: room to hash tens of thousands of keywords in memory, and
@@ -236,50 +257,51 @@ def call_report(
     if dimension != "region":  # visits have no caller region
         visits = select(_visit_counts(site, when, dimension))
         for value, n in session.connection().execute(visits).all():
-            rows.at(value).visits += int(n)
+            (rows.get(value) or rows.at(value)).visits += int(n)
     if costed:
-        spend = select(COST_COLUMNS[dimension], func.sum(Cost.amount)).where(
-            Cost.site_id == site.id, Cost.day >= when.first, Cost.day <= when.last
-        )
-        for value, amount in session.connection().execute(spend.group_by(COST_COLUMNS[dimension])):
-            rows.at(value).spend += int(amount)
         for value, amount in fees.monthly_shares(dimension, carried):
             rows.at(value).spend += amount
     ordered = sorted(
         rows.values(),
         key=lambda r: (-r.counts[0], -r.counts[1], -r.visits, str(r.value)),  # calls, answered
     )
-    return [{dimension: r.value, **report_columns(r, site.currency, costed)} for r in ordered]
+    scale = 10 ** minor_digits(site.currency)
+    return [_columns(dimension, row, scale, costed) for row in ordered]
 
 
-def report_columns(row: Row, currency: str, costed: bool = True) -> dict[str, Any]:
-    """A row's figures: counts, then money in major units, rates in percent."""
-    figures: dict[str, Any] = {"visits": row.visits}
-    figures.update(zip(COUNTS, row.counts, strict=True))
-    calls, leads, sales = figures["calls"], figures["leads"], figures["sales"]
-    digits = minor_digits(currency)
-    scale = 10**digits
-    cost = row.spend
-    figures["revenue"] = round(row.revenue / scale, digits)
-    figures["estimated_value"] = round(round(row.estimated) / scale, digits)
-    figures["cost"] = round(cost / scale, digits) if costed else None
-    figures["cost_per_call"] = (
-        round(round(cost / calls) / scale, digits) if costed and calls else None
-    )
-    figures["cost_per_lead"] = (
-        round(round(cost / leads) / scale, digits) if costed and leads else None
-    )
-    figures["conversion_rate"] = round(100 * sales / leads, 1) if leads else None
-    figures["roi"] = round(100 * (row.revenue - cost) / cost, 1) if costed and cost else None
-    return figures
+def _columns(dimension: str, row: Row, scale: int, costed: bool) -> dict[str, Any]:
+    """A row as the report shows it: its value, counts, then money in major units (minor ones
+    over `scale`), rates in percent. Written out in full: a keyword report has 50,000."""
+    calls, answered, first_time, qualified, leads, sales, spam = row.counts
+    cost, revenue = row.spend, row.revenue
+    # A whole number of minor units over `scale` is the nearest double to its decimal already:
+    # rounding it to the currency's digits would change nothing.
+    return {
+        dimension: row.value,
+        "visits": row.visits,
+        "calls": calls,
+        "answered": answered,
+        "first_time": first_time,
+        "qualified": qualified,
+        "leads": leads,
+        "sales": sales,
+        "spam": spam,
+        "revenue": revenue / scale,
+        "estimated_value": round(row.estimated) / scale,
+        "cost": cost / scale if costed else None,
+        "cost_per_call": round(cost / calls) / scale if costed and calls else None,
+        "cost_per_lead": round(cost / leads) / scale if costed and leads else None,
+        "conversion_rate": round(100 * sales / leads, 1) if leads else None,
+        "roi": round(100 * (revenue - cost) / cost, 1) if costed and cost else None,
+    }
 
 
 def _counted(
     session: Session, site: SiteConfig, fees: FixedCosts, key: Any, values: LeadValues
 ) -> tuple[dict[Any, Row], list[dict[Any, int]]]:
-    """Call counts by `key` over the period: counts, revenue, the estimated value of open
-    leads and the per-call fixed costs; and, per part of a monthly fee, the calls of each value
-    that carry it."""
+    """Counts of calls and spend by `key` over the period: counts, revenue, the estimated value
+    of open leads, ad spend and the per-call fixed costs; and, per part of a monthly fee, the
+    calls of each value that carry it."""
     worth = _lead_worth(values, CallCount)
     per_call = fees.per_call_columns()
     monthly = fees.monthly_columns()
@@ -287,25 +309,28 @@ def _counted(
         select(
             key.label("value"),
             *(func.sum(getattr(CallCount, name)) for name in COUNTS),
-            func.sum(CallCount.revenue),
+            _minor_units(CallCount.revenue),
             func.sum(CallCount.open_leads * worth) if worth is not None else literal(0),
-            *per_call,
-            *monthly,
+            _minor_units(CallCount.spend),
+            *map(_whole, per_call),
+            *map(_whole, monthly),
         )
         .where(CallCount.site_id == site.id, _in_buckets(CallCount, fees.buckets()))
         .group_by(key)
     )
     found: dict[Any, Row] = {}
     carried: list[dict[Any, int]] = [{} for _ in monthly]
-    width, fixed = len(COUNTS), len(per_call)
-    for value, *figures in session.connection().execute(query).all():  # Core: no ORM loading
-        row = _row(value, figures)
-        if fixed:
-            row.spend = fees.per_call_amount(figures[width + 2 : width + 2 + fixed])
-        for part, n in zip(carried, figures[width + 2 + fixed :], strict=True):
-            if n:
-                part[value] = int(n)
-        found[value] = row
+    spend = 1 + len(COUNTS) + 2  # after the value, counts, revenue and estimated value
+    fixed = spend + 1 + len(per_call)
+    for figures in session.connection().execute(query).all():  # Core: no ORM loading
+        row = found[figures[0]] = _row(figures)
+        row.spend = int(figures[spend])
+        if per_call:
+            row.spend += fees.per_call_amount(figures[spend + 1 : fixed])
+        if monthly:
+            for part, n in zip(carried, figures[fixed:], strict=True):
+                if n:
+                    part[row.value] = n
     return found, carried
 
 
@@ -320,21 +345,31 @@ def _calls(
         select(
             key.label("value"),
             *(aggregates[name] for name in COUNTS),
-            aggregates["revenue"],
+            _whole(aggregates["revenue"]),
             total(OPEN_LEAD, worth) if worth is not None else literal(0),
         )
         .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
         .group_by(key)
     )
-    return {value: _row(value, figures) for value, *figures in session.connection().execute(query)}
+    return {figures[0]: _row(figures) for figures in session.connection().execute(query)}
 
 
-def _row(value: Any, figures: Sequence[Any]) -> Row:
-    """A row from a query's figures: COUNTS, then revenue and estimated value (then others)."""
+def _whole(aggregate: Any) -> Any:
+    """A sum of whole numbers as one (PostgreSQL sums bigints as numerics)."""
+    return cast(aggregate, BigInteger)
+
+
+def _minor_units(column: Any) -> Any:
+    """The sum of a column of minor units, added as doubles: exact, for every partial sum is
+    a whole number far below 2**53 (90 trillion yuan in fen), and in PostgreSQL a quarter of
+    the keyword report's time less than its bigint sum, which adds in 128 bits."""
+    return func.sum(cast(column, Float))
+
+
+def _row(figures: Sequence[Any]) -> Row:
+    """A row from a query's: the value, COUNTS, revenue and estimated value (then others)."""
     width = len(COUNTS)
-    row = Row(value, counts=[int(n) for n in figures[:width]])
-    row.revenue, row.estimated = int(figures[width]), float(figures[width + 1])
-    return row
+    return Row(figures[0], 0, figures[1 : width + 1], int(figures[width + 1]), figures[width + 2])
 
 
 LeadValues = Mapping[tuple[str, str], float]
@@ -346,30 +381,36 @@ def _lead_values(session: Session, site: SiteConfig, when: Period) -> LeadValues
     since = when.last - timedelta(days=ESTIMATE_DAYS - 1)
     query = (
         select(
-            CallCount.source,
-            CallCount.medium,
-            func.sum(CallCount.leads),
-            func.sum(CallCount.sale_revenue),
+            ChannelCount.source,
+            ChannelCount.medium,
+            func.sum(ChannelCount.leads),
+            func.sum(ChannelCount.sale_revenue),
         )
-        .where(CallCount.site_id == site.id, _in_buckets(CallCount, spans(since, when.last)))
-        .group_by(CallCount.source, CallCount.medium)
+        .where(
+            ChannelCount.site_id == site.id,
+            _in_buckets(ChannelCount, spans(since, when.last)),
+        )
+        .group_by(ChannelCount.source, ChannelCount.medium)
     )
     found = session.connection().execute(query).all()
     return {(s, m): int(sold) / int(n) for s, m, n, sold in found if sold and n}
 
 
 def _lead_worth(values: LeadValues, model: type[Call] | type[CallCount]) -> Any:
-    """The lead value of a row's channel, as an SQL expression (None when no channel has one)."""
+    """The lead value of a row's channel, as an SQL expression (None when no channel has one).
+    A double: PostgreSQL would multiply and sum a bare decimal as a numeric, a third slower."""
     if not values:
         return None
     branches = [
-        ((model.source == source) & (model.medium == medium), value)
+        ((model.source == source) & (model.medium == medium), cast(literal(value), Float))
         for (source, medium), value in sorted(values.items())
     ]
-    return case(*branches, else_=0.0)
+    return case(*branches, else_=cast(literal(0.0), Float))
 
 
-def _in_buckets(model: type[CallCount] | type[VisitCount], buckets: Any) -> Any:
+def _in_buckets(
+    model: type[CallCount] | type[ChannelCount] | type[VisitCount], buckets: Any
+) -> Any:
     """Rows of these (span, start) buckets."""
     starts: dict[str, list[date]] = defaultdict(list)
     for span, start in buckets:

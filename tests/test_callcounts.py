@@ -1,5 +1,6 @@
-"""Call counts (dni.callcounts): every change to a call marks its day, a refresh brings the day,
-week and month back in line with the calls, and reports read them up to date."""
+"""Call counts (dni.callcounts): every change to a call or cost marks its day, a refresh brings
+the day, week and month (and each channel's) back in line with the calls and costs, and reports
+read them up to date."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from dni.callcounts import FIGURES, GRAIN, rebuild, refresh, refresh_all
+from dni.callcounts import CHANNEL, COUNTED, GRAIN, rebuild, refresh, refresh_all
 from dni.calls import CallRecord, record_call
-from dni.models import Call, CallCount, StaleDay
+from dni.costs import add_cost, import_costs
+from dni.models import Call, CallCount, ChannelCount, StaleDay
 from dni.outcomes import OutcomeInput, set_outcome
 from dni.sites import SiteConfig, read_site
 from tests.factories import load_toml
@@ -24,13 +26,28 @@ EARLY = datetime(2026, 10, 31, 16, 30, tzinfo=UTC)
 
 
 def counted(sessions: sessionmaker[Session], site: SiteConfig) -> list[tuple[Any, ...]]:
-    """Every call count of the site after a refresh, as plain tuples."""
+    """Every call count of the site after a refresh, as plain tuples; the channels' counts are
+    checked to be their sums."""
     with sessions.begin() as session:
         refresh(session, site.id)
     with sessions() as session:
         rows = session.scalars(select(CallCount).where(CallCount.site_id == site.id))
-        names = ("span", "start", *GRAIN, *FIGURES)
-        return sorted(tuple(getattr(row, name) for name in names) for row in rows)
+        names = ("span", "start", *GRAIN, *COUNTED)
+        found = sorted(tuple(getattr(row, name) for name in names) for row in rows)
+        channels = session.scalars(select(ChannelCount).where(ChannelCount.site_id == site.id))
+        held = {
+            tuple(getattr(row, n) for n in ("span", "start", *CHANNEL)): [
+                getattr(row, n) for n in COUNTED
+            ]
+            for row in channels
+        }
+    summed: dict[tuple[Any, ...], list[int]] = {}
+    for span, start, source, medium, *rest in found:
+        figures = rest[len(GRAIN) - len(CHANNEL) :]
+        was = summed.setdefault((span, start, source, medium), [0] * len(COUNTED))
+        summed[(span, start, source, medium)] = [a + b for a, b in zip(was, figures, strict=True)]
+    assert held == summed
+    return found
 
 
 def from_scratch(sessions: sessionmaker[Session], site: SiteConfig) -> list[tuple[Any, ...]]:
@@ -58,7 +75,7 @@ def test_a_call_counts_in_its_own_days_week_and_month(sessions: sessionmaker[Ses
 
 def _split(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
     width = 2 + len(GRAIN)
-    return [(*row[:width], dict(zip(FIGURES, row[width:], strict=True))) for row in rows]
+    return [(*row[:width], dict(zip(COUNTED, row[width:], strict=True))) for row in rows]
 
 
 def test_every_change_to_a_call_reaches_its_counts(sessions: sessionmaker[Session]) -> None:
@@ -174,3 +191,36 @@ def test_a_change_rolled_back_marks_nothing(sessions: sessionmaker[Session]) -> 
         session.commit()  # the same session commits again, with nothing of the call
     with sessions() as session:
         assert session.scalars(select(StaleDay)).all() == []
+
+
+def test_spend_counts_in_its_days_and_channels_and_follows_every_import(
+    sessions: sessionmaker[Session],
+) -> None:
+    site = money_site(sessions)
+    record(sessions, site, 1, EARLY)  # 1 November: a call and spend on one day and keyword
+    attribute(sessions)
+    console = b"day,keyword,cost\n2026-11-01,roses,12.50\n2026-11-02,roses,3\n"
+    with sessions.begin() as session:
+        import_costs(session, site, console, "generic", FAR, source="baidu", medium="cpc")
+        add_cost(session, site, date(2026, 11, 2), 700, "metro", "poster", "", "", "", FAR)
+    steps = counted(sessions, site)
+    spent = {(row[0], str(row[1]), row[2], row[5]): row[-1] for row in steps if row[-1]}
+    assert spent == {
+        ("D", "2026-11-01", "baidu", "roses"): 1250,
+        ("D", "2026-11-02", "baidu", "roses"): 300,
+        ("D", "2026-11-02", "metro", ""): 700,
+        ("W", "2026-10-26", "baidu", "roses"): 1250,  # Monday 26 October to Sunday 1 November
+        ("W", "2026-11-02", "baidu", "roses"): 300,
+        ("W", "2026-11-02", "metro", ""): 700,
+        ("M", "2026-11-01", "baidu", "roses"): 1550,
+        ("M", "2026-11-01", "metro", ""): 700,
+    }
+    assert steps == from_scratch(sessions, site)
+    again = b"day,keyword,cost\n2026-11-02,roses,0\n"  # the console's correction
+    with sessions.begin() as session:
+        import_costs(session, site, again, "generic", FAR, source="baidu", medium="cpc")
+    steps = counted(sessions, site)
+    assert ("D", date(2026, 11, 2), "baidu") not in {row[:3] for row in steps}  # nothing left
+    assert steps == from_scratch(sessions, site)
+    november = report(sessions, site, "keyword", (date(2026, 11, 1), date(2026, 11, 30)))
+    assert november["roses"]["cost"] == 12.5
