@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
+    BigInteger,
     ColumnElement,
     Connection,
     Date,
@@ -40,6 +41,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
+from dni.gcpause import collector_paused
 from dni.models import Call, CallCount, ChannelCount, Cost, Site, StaleDay
 from dni.outcomes import LEADS, QUALIFIED
 from dni.visitcounts import spans_of
@@ -58,8 +60,11 @@ COUNTED = (*FIGURES, "spend")
 BATCH = 5000
 # Days one refresh transaction counts at most: its claimed days' calls wait for its commit.
 DAYS_AT_ONCE = 7
-# In Session.info: site -> moments of changed calls and (local) days of changed costs.
+# In Session.info: (site, kind) -> moments of changed calls ("calls") and days of changed
+# costs ("spend"). A day is counted again for what changed on it: its calls, its spend or both
+# (the rows of each are apart: spend's have number "", a call's its tracking number).
 MARKS = "dni.callcounts.marks"
+KINDS = ("calls", "spend")
 
 
 def tally(condition: ColumnElement[bool]) -> Any:
@@ -73,7 +78,7 @@ def total(condition: ColumnElement[bool], value: Any) -> Any:
 
 
 def call_figures() -> dict[str, Any]:
-    """FIGURES as aggregates over calls, by name."""
+    """FIGURES as aggregates over calls, by name: whole numbers all."""
     counted = ~SPAM
     aggregates = [
         tally(counted),
@@ -84,9 +89,14 @@ def call_figures() -> dict[str, Any]:
         tally(Call.outcome == "sale"),
         tally(SPAM),
         tally(OPEN_LEAD),
-        total(counted & ANSWERED, (Call.duration_seconds + 59) // 60),
-        total(Call.outcome.in_(LEADS), Call.revenue),
-        total(Call.outcome == "sale", Call.revenue),
+        *(
+            cast(amount, BigInteger)  # PostgreSQL sums bigints as numerics
+            for amount in (
+                total(counted & ANSWERED, (Call.duration_seconds + 59) // 60),
+                total(Call.outcome.in_(LEADS), Call.revenue),
+                total(Call.outcome == "sale", Call.revenue),
+            )
+        ),
     ]
     return dict(zip(FIGURES, aggregates, strict=True))
 
@@ -102,16 +112,16 @@ def watch(sessions: sessionmaker[Session]) -> None:
 def _flushing(session: Session, _context: Any, _instances: Any) -> None:
     for item in (*session.new, *session.dirty, *session.deleted):
         if isinstance(item, Call):
-            when = "started_at"
+            when, kind = "started_at", "calls"
         elif isinstance(item, Cost):
-            when = "day"
+            when, kind = "day", "spend"
         else:
             continue
         if item.site_id is None:
             continue
         history = inspect(item).attrs[when].history
         moments = [getattr(item, when), *history.deleted]  # a corrected one leaves its old day
-        mark_stale(session, item.site_id, [at for at in moments if at is not None])
+        mark_stale(session, item.site_id, [at for at in moments if at is not None], kind)
 
 
 def _committing(session: Session) -> None:
@@ -136,11 +146,13 @@ def mark_calls(session: Session, call_ids: Sequence[int]) -> None:
             mark_stale(session, site_id, [at])
 
 
-def mark_stale(session: Session, site_id: int, instants: Iterable[date]) -> None:
-    """Mark the site's days of these moments (or of the site's own days, given as dates) stale,
-    written when the session commits."""
-    marks: dict[int, set[date]] = session.info.setdefault(MARKS, defaultdict(set))
-    marks[site_id].update(instants)
+def mark_stale(
+    session: Session, site_id: int, instants: Iterable[date], kind: str = "calls"
+) -> None:
+    """Mark the site's days of these moments (or of the site's own days, given as dates) stale
+    for their calls or their spend (`kind`), written when the session commits."""
+    marks: dict[tuple[int, str], set[date]] = session.info.setdefault(MARKS, defaultdict(set))
+    marks[(site_id, kind)].update(instants)
 
 
 def write_marks(session: Session) -> None:
@@ -148,13 +160,14 @@ def write_marks(session: Session) -> None:
     days in that order too, so the two never wait for each other in a circle. They are kept
     until the commit, which writes them again (a savepoint rolled back cannot lose them)."""
     session.flush()  # the ORM's last changes mark their days too
-    marks: dict[int, set[date]] = session.info.get(MARKS, {})
+    marks: dict[tuple[int, str], set[date]] = session.info.get(MARKS, {})
     if not marks:
         return
     connection = session.connection()
-    for site_id in sorted(marks):
+    for site_id in sorted({site for site, _ in marks}):
         zone = _zone(connection, site_id, shared=True)
-        _write_days(connection, site_id, {_local(at, zone) for at in marks[site_id]})
+        days = {kind: {_local(at, zone) for at in marks.get((site_id, kind), ())} for kind in KINDS}
+        _write_days(connection, site_id, days["calls"], days["spend"])
 
 
 def hold_zone(session: Session, site_id: int) -> None:
@@ -175,8 +188,15 @@ def _zone(connection: Connection, site_id: int, shared: bool = False) -> ZoneInf
     return ZoneInfo(connection.scalar(select(Site.timezone).where(Site.id == site_id)) or "UTC")
 
 
-def _write_days(connection: Connection, site_id: int, days: Iterable[date]) -> None:
-    rows = [{"site_id": site_id, "day": day} for day in sorted(days)]
+def _write_days(
+    connection: Connection, site_id: int, calls: Iterable[date], spend: Iterable[date] = ()
+) -> None:
+    """Mark days stale for their calls, their spend or both, in day order."""
+    calls, spend = set(calls), set(spend)
+    rows = [
+        {"site_id": site_id, "day": day, "calls": day in calls, "spend": day in spend}
+        for day in sorted(calls | spend)
+    ]
     if not rows:
         return
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
@@ -184,7 +204,8 @@ def _write_days(connection: Connection, site_id: int, days: Iterable[date]) -> N
     # Written even when the day is marked already: a refresher that claims it meanwhile waits
     # for this transaction, and so counts what it changed.
     again = marked.on_conflict_do_update(
-        index_elements=["site_id", "day"], set_={"day": marked.excluded.day}
+        index_elements=["site_id", "day"],
+        set_={kind: getattr(StaleDay, kind) | getattr(marked.excluded, kind) for kind in KINDS},
     )
     for first in range(0, len(rows), BATCH):
         connection.execute(again, rows[first : first + BATCH])
@@ -215,12 +236,12 @@ def refresh(session: Session, site_id: int, days: int | None = None) -> int:
     claimed = (
         delete(StaleDay)
         .where(StaleDay.site_id == site_id, StaleDay.day.in_(oldest))
-        .returning(StaleDay.day)
+        .returning(StaleDay.day, StaleDay.calls, StaleDay.spend)
     )
-    counted = sorted(connection.scalars(claimed))  # the days another did not count meanwhile
+    counted = sorted(connection.execute(claimed))  # the days another did not count meanwhile
     zone = _zone(connection, site_id)
-    for day in counted:
-        _count_day(connection, site_id, zone, day)
+    for day, calls, spend in counted:
+        _count_day(connection, site_id, zone, day, calls=calls, spend=spend)
     return len(counted)
 
 
@@ -261,6 +282,7 @@ def rebuild(session: Session, site_id: int) -> int:
     )
     days = {_local(at, zone) for at in instants}
     days |= set(connection.scalars(select(Cost.day).where(Cost.site_id == site_id).distinct()))
+    every = {"calls": True, "spend": True}
     connection.execute(
         delete(StaleDay).where(StaleDay.site_id == site_id, StaleDay.day.in_(claimed))
     )
@@ -272,7 +294,7 @@ def rebuild(session: Session, site_id: int) -> int:
             site_id,
             "D",
             day,
-            _day_counts(connection, site_id, zone, day),
+            _day_counts(connection, site_id, zone, day, **every),
         )
     _sum_days(connection, site_id)
     return len(days)
@@ -314,18 +336,26 @@ def _span_start(dialect: str, span: str, day: Any) -> Any:
     return func.date(day, "start of month")
 
 
-def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) -> None:
-    """Count a day again from its calls and costs and add what changed to the day's, week's
-    and month's counts, and to its channels' (the work is the day's, however long the month:
-    one new call changes one row of each)."""
-    fresh = _day_counts(connection, site_id, zone, day)
-    held = _by_grain(
-        connection.execute(
-            select(*(getattr(CallCount, name) for name in (*GRAIN, *COUNTED))).where(
-                *_bucket(CallCount, site_id, "D", day)
-            )
-        )
+def _count_day(
+    connection: Connection, site_id: int, zone: ZoneInfo, day: date, *, calls: bool, spend: bool
+) -> None:
+    """Count a day's calls, or its spend, or both, again and add what changed to the day's,
+    week's and month's counts, and to its channels' (the work is the day's, however long the
+    month: one new call changes one row of each)."""
+    with collector_paused():
+        _count_changes(connection, site_id, zone, day, calls=calls, spend=spend)
+
+
+def _count_changes(
+    connection: Connection, site_id: int, zone: ZoneInfo, day: date, *, calls: bool, spend: bool
+) -> None:
+    fresh = _day_counts(connection, site_id, zone, day, calls=calls, spend=spend)
+    held_rows = select(*(getattr(CallCount, name) for name in (*GRAIN, *COUNTED))).where(
+        *_bucket(CallCount, site_id, "D", day)
     )
+    if not (calls and spend):  # the other's rows stay as they are
+        held_rows = held_rows.where((CallCount.number == "") == spend)
+    held = _by_grain(connection.execute(held_rows))
     nothing = (0,) * len(COUNTED)
     changes = {
         key: change
@@ -348,9 +378,29 @@ def _count_day(connection: Connection, site_id: int, zone: ZoneInfo, day: date) 
 
 
 def _day_counts(
+    connection: Connection, site_id: int, zone: ZoneInfo, day: date, *, calls: bool, spend: bool
+) -> dict[Grain, tuple[int, ...]]:
+    """What the day's calls and/or costs come to, by grain (none all nothing)."""
+    fresh: dict[Grain, tuple[int, ...]] = {}
+    if calls:
+        fresh.update(_calls_of_day(connection, site_id, zone, day))
+    if spend:
+        spent = connection.execute(
+            select(*SPENT_ON, func.sum(Cost.amount))
+            .where(Cost.site_id == site_id, Cost.day == day)
+            .group_by(*SPENT_ON)
+        )
+        for *value, amount in spent:  # spend has no tracking number
+            fresh[(*value, "", False)] = (*(0 for _ in FIGURES), int(amount))
+    return {key: figures for key, figures in fresh.items() if any(figures)}  # a cost of 0
+
+
+SPENT_ON = (Cost.source, Cost.medium, Cost.campaign, Cost.keyword)
+
+
+def _calls_of_day(
     connection: Connection, site_id: int, zone: ZoneInfo, day: date
 ) -> dict[Grain, tuple[int, ...]]:
-    """What the day's calls and costs come to, by grain (none all nothing)."""
     after = day + timedelta(days=1)
     start = datetime(day.year, day.month, day.day, tzinfo=zone)
     end = datetime(after.year, after.month, after.day, tzinfo=zone)
@@ -362,24 +412,13 @@ def _day_counts(
         Call.tracking_e164,
         Call.extension != "",
     ]
-    fresh = _by_grain(
+    return _by_grain(
         connection.execute(
             select(*grain, *call_figures().values(), literal(0))
             .where(Call.site_id == site_id, Call.started_at >= start, Call.started_at < end)
             .group_by(*grain)
         )
     )
-    traffic = (Cost.source, Cost.medium, Cost.campaign, Cost.keyword)
-    spent = connection.execute(
-        select(*traffic, func.sum(Cost.amount))
-        .where(Cost.site_id == site_id, Cost.day == day)
-        .group_by(*traffic)
-    )
-    nothing = (0,) * len(COUNTED)
-    for *value, amount in spent:  # spend has no tracking number
-        key = (*value, "", False)
-        fresh[key] = _plus(fresh.get(key, nothing), (*(0 for _ in FIGURES), int(amount)))
-    return {key: figures for key, figures in fresh.items() if any(figures)}  # a cost of 0
 
 
 Grain = tuple[Any, ...]
@@ -396,10 +435,7 @@ def _minus(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...]:
 
 def _by_grain(rows: Iterable[Any]) -> dict[Grain, tuple[int, ...]]:
     width = len(GRAIN)
-    return {
-        (*row[: width - 1], bool(row[width - 1])): tuple(int(n) for n in row[width:])
-        for row in rows
-    }
+    return {(*row[: width - 1], bool(row[width - 1])): tuple(row[width:]) for row in rows}
 
 
 def _add(

@@ -399,13 +399,15 @@ class ChannelCount(Base):
 
 
 class StaleDay(Base):
-    """A day (the site's) whose call counts no longer match its calls and costs: marked in the
+    """A day (the site's) whose call counts no longer match its calls or costs: marked in the
     same transaction as the change to a call or cost, cleared when the day is counted again."""
 
     __tablename__ = "stale_days"
 
     site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
     day: Mapped[date] = mapped_column(Date, primary_key=True)
+    calls: Mapped[bool] = mapped_column(Boolean, default=True)  # a call of the day changed
+    spend: Mapped[bool] = mapped_column(Boolean, default=False)  # a cost of the day changed
 
 
 class ApiKey(Base):

@@ -8,10 +8,8 @@ site's currency. ROI = (revenue − cost) / cost, in percent; null where there i
 
 from __future__ import annotations
 
-import gc
 from collections import defaultdict
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -35,6 +33,7 @@ from sqlalchemy.orm import Session
 
 from dni.callcounts import OPEN_LEAD, call_figures, total
 from dni.fixedcosts import FixedCosts
+from dni.gcpause import collector_paused
 from dni.models import Call, CallCount, ChannelCount, Visit, VisitCount
 from dni.money import minor_digits
 from dni.sites import SiteConfig
@@ -214,23 +213,8 @@ def call_report(
     read from their counts (dni.visitcounts); fixed costs (`[[site.cost]]`) are spread over
     the calls they are for.
     """
-    with _collector_paused():
+    with collector_paused():
         return _call_report(session, site, when, dimension)
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off while a report's rows are made: tens of thousands of
-    new rows would set off collections over every live object again and again (a third of a
-    keyword report's time), and these rows hold no cycles. Process-wide: it stays off only
-    for as long as some report is being made."""
-    was_on = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_on:
-            gc.enable()
 
 
 def _call_report(
@@ -244,27 +228,30 @@ def _call_report(
         session.execute(text("SET LOCAL jit = off"))
     values = _lead_values(session, site, when)
     costed = dimension in SPEND_DIMENSIONS
+    visits: dict[Any, int] = {}
+    if dimension != "region":  # visits have no caller region
+        query = select(_visit_counts(site, when, dimension))
+        visits = dict(session.connection().execute(query).all())
     rows = Rows()
     if costed:
         fees = FixedCosts(site, when)
-        found, carried = _counted(session, site, fees, COUNT_COLUMNS[dimension], values)
+        key = COUNT_COLUMNS[dimension]
+        found, carried = _counted(session, site, fees, key, values, visits)
         rows.update(found)
     elif dimension == "hour":
-        for value, row in _calls(session, site, when, _quarter(dialect), values).items():
+        for value, row in _calls(session, site, when, _quarter(dialect), values, {}).items():
             rows.at(_local_hour(value, when)).add(row)
     else:
-        rows.update(_calls(session, site, when, CALL_COLUMNS[dimension], values))
-    if dimension != "region":  # visits have no caller region
-        visits = select(_visit_counts(site, when, dimension))
-        for value, n in session.connection().execute(visits).all():
-            (rows.get(value) or rows.at(value)).visits += int(n)
+        rows.update(_calls(session, site, when, CALL_COLUMNS[dimension], values, visits))
+    for value, n in visits.items():  # the values rows were not made with
+        (rows.get(value) or rows.at(value)).visits += n
     if costed:
         for value, amount in fees.monthly_shares(dimension, carried):
             rows.at(value).spend += amount
-    ordered = sorted(
-        rows.values(),
-        key=lambda r: (-r.counts[0], -r.counts[1], -r.visits, str(r.value)),  # calls, answered
-    )
+    # Most calls, then answered calls, then visits first; ties by value (a stable sort twice:
+    # a third faster than one on four-part keys).
+    ordered = sorted(rows.values(), key=lambda r: str(r.value))
+    ordered.sort(key=lambda r: (r.counts[0], r.counts[1], r.visits), reverse=True)
     scale = 10 ** minor_digits(site.currency)
     return [_columns(dimension, row, scale, costed) for row in ordered]
 
@@ -297,7 +284,12 @@ def _columns(dimension: str, row: Row, scale: int, costed: bool) -> dict[str, An
 
 
 def _counted(
-    session: Session, site: SiteConfig, fees: FixedCosts, key: Any, values: LeadValues
+    session: Session,
+    site: SiteConfig,
+    fees: FixedCosts,
+    key: Any,
+    values: LeadValues,
+    visits: dict[Any, int],
 ) -> tuple[dict[Any, Row], list[dict[Any, int]]]:
     """Counts of calls and spend by `key` over the period: counts, revenue, the estimated value
     of open leads, ad spend and the per-call fixed costs; and, per part of a monthly fee, the
@@ -323,7 +315,7 @@ def _counted(
     spend = 1 + len(COUNTS) + 2  # after the value, counts, revenue and estimated value
     fixed = spend + 1 + len(per_call)
     for figures in session.connection().execute(query).all():  # Core: no ORM loading
-        row = found[figures[0]] = _row(figures)
+        row = found[figures[0]] = _row(figures, visits)
         row.spend = int(figures[spend])
         if per_call:
             row.spend += fees.per_call_amount(figures[spend + 1 : fixed])
@@ -335,23 +327,28 @@ def _counted(
 
 
 def _calls(
-    session: Session, site: SiteConfig, when: Period, key: Any, values: LeadValues
+    session: Session,
+    site: SiteConfig,
+    when: Period,
+    key: Any,
+    values: LeadValues,
+    visits: dict[Any, int],
 ) -> dict[Any, Row]:
     """Calls by `key` (a dimension no spend is known by): counts, revenue and the estimated
-    value of open leads, in one pass over the period's calls."""
+    value of open leads, in one pass over the period's calls; and each value's `visits`."""
     worth = _lead_worth(values, Call)
     aggregates = call_figures()
     query = (
         select(
             key.label("value"),
             *(aggregates[name] for name in COUNTS),
-            _whole(aggregates["revenue"]),
+            aggregates["revenue"],
             total(OPEN_LEAD, worth) if worth is not None else literal(0),
         )
         .where(Call.site_id == site.id, Call.started_at >= when.start, Call.started_at < when.end)
         .group_by(key)
     )
-    return {figures[0]: _row(figures) for figures in session.connection().execute(query)}
+    return {figures[0]: _row(figures, visits) for figures in session.connection().execute(query)}
 
 
 def _whole(aggregate: Any) -> Any:
@@ -366,10 +363,13 @@ def _minor_units(column: Any) -> Any:
     return func.sum(cast(column, Float))
 
 
-def _row(figures: Sequence[Any]) -> Row:
-    """A row from a query's: the value, COUNTS, revenue and estimated value (then others)."""
+def _row(figures: Sequence[Any], visits: dict[Any, int]) -> Row:
+    """A row from a query's (the value, COUNTS, revenue and estimated value, then others) with
+    the value's visits, taken from `visits`."""
     width = len(COUNTS)
-    return Row(figures[0], 0, figures[1 : width + 1], int(figures[width + 1]), figures[width + 2])
+    value = figures[0]
+    counts, revenue, estimated = figures[1 : width + 1], int(figures[width + 1]), figures[width + 2]
+    return Row(value, visits.pop(value, 0), counts, revenue, estimated)
 
 
 LeadValues = Mapping[tuple[str, str], float]

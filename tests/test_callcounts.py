@@ -203,6 +203,12 @@ def test_spend_counts_in_its_days_and_channels_and_follows_every_import(
     with sessions.begin() as session:
         import_costs(session, site, console, "generic", FAR, source="baidu", medium="cpc")
         add_cost(session, site, date(2026, 11, 2), 700, "metro", "poster", "", "", "", FAR)
+    with sessions() as session:  # each day is marked for what changed on it
+        marked = session.execute(select(StaleDay.day, StaleDay.calls, StaleDay.spend)).all()
+    assert sorted(map(tuple, marked)) == [
+        (date(2026, 11, 1), True, True),  # the call, then its day's spend
+        (date(2026, 11, 2), False, True),
+    ]
     steps = counted(sessions, site)
     spent = {(row[0], str(row[1]), row[2], row[5]): row[-1] for row in steps if row[-1]}
     assert spent == {

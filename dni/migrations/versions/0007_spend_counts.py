@@ -55,14 +55,28 @@ def upgrade() -> None:
         f"INSERT INTO channel_counts ({columns}) SELECT {', '.join(CHANNEL_KEY)}, {sums}"
         f" FROM call_counts GROUP BY {', '.join(CHANNEL_KEY)}"
     )
+    # A day is marked for its calls, its spend or both: the days marked so far, for calls.
+    with op.batch_alter_table("stale_days") as table:
+        table.add_column(sa.Column("calls", sa.Boolean(), nullable=False, server_default=sa.true()))
+        table.add_column(
+            sa.Column("spend", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
     op.execute(
-        "INSERT INTO stale_days (site_id, day) SELECT DISTINCT site_id, day FROM costs"
+        "UPDATE stale_days SET spend = true WHERE EXISTS (SELECT 1 FROM costs"
+        " WHERE costs.site_id = stale_days.site_id AND costs.day = stale_days.day)"
+    )
+    op.execute(
+        "INSERT INTO stale_days (site_id, day, calls, spend)"
+        " SELECT DISTINCT site_id, day, false, true FROM costs"
         " WHERE NOT EXISTS (SELECT 1 FROM stale_days AS s"
         " WHERE s.site_id = costs.site_id AND s.day = costs.day)"
     )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("stale_days") as table:
+        table.drop_column("spend")
+        table.drop_column("calls")
     op.drop_table("channel_counts")
     if op.get_bind().dialect.name == "postgresql":
         _remake_call_counts(spend=False)
