@@ -26,6 +26,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Date,
+    DateTime,
     bindparam,
     case,
     cast,
@@ -171,7 +172,8 @@ def write_marks(session: Session) -> None:
 
 
 def hold_zone(session: Session, site_id: int) -> None:
-    """Keep marks of the site's calls from reading its time zone until this transaction ends
+    """Keep marks of the site's calls and costs from reading its time zone until this transaction
+    ends
     (`dni load`, before it counts a site whose zone it changes again: a call committed meanwhile
     is then either in that count or marked by the new zone). PostgreSQL only; SQLite has one
     writer."""
@@ -330,7 +332,7 @@ def _span_start(dialect: str, span: str, day: Any) -> Any:
     """The first day of the week (from Monday) or month of `day`, in SQL."""
     if dialect == "postgresql":
         unit = "week" if span == "W" else "month"
-        return cast(func.date_trunc(unit, day), Date)
+        return cast(func.date_trunc(unit, cast(day, DateTime)), Date)  # not through a zone
     if span == "W":  # the Sunday on or after the day, less six days
         return func.date(day, "weekday 0", "-6 days")
     return func.date(day, "start of month")
@@ -380,7 +382,7 @@ def _count_changes(
 def _day_counts(
     connection: Connection, site_id: int, zone: ZoneInfo, day: date, *, calls: bool, spend: bool
 ) -> dict[Grain, tuple[int, ...]]:
-    """What the day's calls and/or costs come to, by grain (none all nothing)."""
+    """What the day's calls and/or costs come to, by grain (grains of all zeros left out)."""
     fresh: dict[Grain, tuple[int, ...]] = {}
     if calls:
         fresh.update(_calls_of_day(connection, site_id, zone, day))

@@ -244,7 +244,7 @@ def _call_report(
     else:
         rows.update(_calls(session, site, when, CALL_COLUMNS[dimension], values, visits))
     for value, n in visits.items():  # the values rows were not made with
-        (rows.get(value) or rows.at(value)).visits += n
+        rows.at(value).visits += n
     if costed:
         for value, amount in fees.monthly_shares(dimension, carried):
             rows.at(value).spend += amount
@@ -357,9 +357,10 @@ def _whole(aggregate: Any) -> Any:
 
 
 def _minor_units(column: Any) -> Any:
-    """The sum of a column of minor units, added as doubles: exact, for every partial sum is
-    a whole number far below 2**53 (90 trillion yuan in fen), and in PostgreSQL a quarter of
-    the keyword report's time less than its bigint sum, which adds in 128 bits."""
+    """The sum of a column of minor units, added as doubles: exact while the sum stays below
+    2**53 minor units (90 trillion yuan in fen, beyond any shop's revenue or spend of a report
+    period), and in PostgreSQL a quarter of the keyword report's time less than its bigint
+    sum, which adds in 128 bits."""
     return func.sum(cast(column, Float))
 
 

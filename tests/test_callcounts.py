@@ -230,3 +230,25 @@ def test_spend_counts_in_its_days_and_channels_and_follows_every_import(
     assert steps == from_scratch(sessions, site)
     november = report(sessions, site, "keyword", (date(2026, 11, 1), date(2026, 11, 30)))
     assert november["roses"]["cost"] == 12.5
+
+
+def test_a_day_counted_for_its_calls_keeps_its_spend_and_the_other_way_round(
+    sessions: sessionmaker[Session],
+) -> None:
+    site = money_site(sessions)
+    record(sessions, site, 1, EARLY)  # 1 November in Shanghai
+    attribute(sessions)
+    with sessions.begin() as session:
+        add_cost(session, site, date(2026, 11, 1), 900, "wechat", "social", "", "", "", FAR)
+    before = counted(sessions, site)
+    record(sessions, site, 2, EARLY + timedelta(minutes=5))  # the day's calls alone change
+    steps = counted(sessions, site)
+    assert steps == from_scratch(sessions, site)
+    assert {row[-1] for row in steps if row[0] == "D"} >= {900}  # the spend stayed
+    assert [row for row in steps if row[6] == ""] == [row for row in before if row[6] == ""]
+    with sessions.begin() as session:  # the day's spend alone changes
+        add_cost(session, site, date(2026, 11, 1), 400, "wechat", "social", "", "", "", FAR)
+    again = counted(sessions, site)
+    assert again == from_scratch(sessions, site)
+    assert [row for row in again if row[6] != ""] == [row for row in steps if row[6] != ""]
+    assert sorted(row[-1] for row in again if row[6] == "") == [400, 400, 400]  # D, W, M

@@ -126,7 +126,7 @@ def test_upgrading_to_0003_fills_report_columns_and_visit_counts(database_url: s
     ]
 
 
-def test_upgrading_to_0007_sums_channels_and_marks_the_days_with_costs(database_url: str) -> None:
+def test_upgrading_to_0007_counts_spend_and_sums_channels(database_url: str) -> None:
     engine = make_engine(database_url)
     downgrade_database(database_url, "0006")
     site = {"id": 1, "key": "shop", "name": "", "domains": "[]", "timezone": "Asia/Shanghai"}
@@ -153,10 +153,15 @@ def test_upgrading_to_0007_sums_channels_and_marks_the_days_with_costs(database_
         channels = connection.execute(
             text(
                 "SELECT span, start, source, medium, calls, revenue, spend FROM channel_counts"
-                " ORDER BY span"
+                " ORDER BY span, start"
             )
         ).all()
-        spend = connection.scalars(text("SELECT DISTINCT spend FROM call_counts")).all()
+        spend = connection.execute(
+            text(
+                "SELECT span, start, keyword, number, calls, spend FROM call_counts"
+                " WHERE spend <> 0 ORDER BY span, start"
+            )
+        ).all()
         partitions = (
             connection.scalars(
                 text(
@@ -167,17 +172,22 @@ def test_upgrading_to_0007_sums_channels_and_marks_the_days_with_costs(database_
             if connection.dialect.name == "postgresql"
             else None
         )
-        stale = connection.execute(text("SELECT site_id, day, calls, spend FROM stale_days")).all()
+        stale = connection.execute(text("SELECT site_id, day FROM stale_days")).all()
         for name in ("stale_days", "channel_counts", "call_counts", "costs", "sites"):
             connection.execute(text(f"DELETE FROM {name}"))
     engine.dispose()
     assert [(span, str(start), *rest) for span, start, *rest in channels] == [
         ("D", "2026-11-03", "baidu", "cpc", 4, 10000, 0),
-        ("M", "2026-11-01", "baidu", "cpc", 4, 10000, 0),
+        ("D", "2026-11-04", "baidu", "cpc", 0, 0, 1200),
+        ("M", "2026-11-01", "baidu", "cpc", 4, 10000, 1200),
+        ("W", "2026-11-02", "baidu", "cpc", 0, 0, 1200),  # Monday 2 November
     ]
     if partitions is not None:  # PostgreSQL: one partition per span, its rows copied there
         assert partitions == ["call_counts_day", "call_counts_month", "call_counts_week"]
-    assert spend == [0]  # the cost's spend is added by the first refresh of its day:
-    assert [(site, str(day), *kinds) for site, day, *kinds in stale] == [
-        (1, "2026-11-04", False, True)
+    # The cost's spend is counted by the upgrade itself, in rows of no tracking number.
+    assert [(span, str(start), *rest) for span, start, *rest in spend] == [
+        ("D", "2026-11-04", "roses", "", 0, 1200),
+        ("M", "2026-11-01", "roses", "", 0, 1200),
+        ("W", "2026-11-02", "roses", "", 0, 1200),
     ]
+    assert stale == []

@@ -1,11 +1,14 @@
 """Ad spend in the call counts, and the counts of each channel (dni.callcounts): the spend
-column, the channel table summed from the call counts as they are, and every day that has
-costs marked stale, so that the first refresh of each site adds their spend to both.
+column, the costs' spend counted into it by SQL (a cost's day is the site's day already),
+the channel table summed from the call counts, and stale days marked for their calls, their
+spend or both.
 
-On PostgreSQL the call counts are split by span into three partitions, each with room on its
-pages for its rows' updates: a month's rows, updated by every call of the month, then stay
-together instead of spreading over the whole table, and a report reads them from a few
-thousand pages instead of one page per row.
+On PostgreSQL the call counts are split by span into three partitions: a month's rows, updated
+by every call of the month, then stay together instead of spreading over the whole table, and
+a report reads them from a few thousand pages instead of one page per row.
+
+Stop every dni process of the old version before upgrading: an old worker would count a day
+marked for its spend alone as if its calls had changed, and keep the channels behind.
 """
 
 import sqlalchemy as sa
@@ -21,23 +24,21 @@ FIGURES = (
 )
 AMOUNTS = ("minutes", "revenue", "sale_revenue")
 GRAIN = ("source", "medium", "campaign", "keyword", "number", "extension")
+KEY = ("site_id", "span", "start", *GRAIN)
 CHANNEL_KEY = ("site_id", "span", "start", "source", "medium")
-# Span, partition, the share of each page filled by inserts (the rest is for updates).
-PARTITIONS = (
-    ("D", "call_counts_day", 80),
-    ("W", "call_counts_week", 60),
-    ("M", "call_counts_month", 50),
-)
+PARTITIONS = (("D", "call_counts_day"), ("W", "call_counts_week"), ("M", "call_counts_month"))
 
 
 def upgrade() -> None:
-    if op.get_bind().dialect.name == "postgresql":
+    postgres = op.get_bind().dialect.name == "postgresql"
+    if postgres:
         _remake_call_counts(spend=True)
     else:
         op.add_column(
             "call_counts",
             sa.Column("spend", sa.BigInteger(), nullable=False, server_default="0"),
         )
+    _count_spend(postgres)
     op.create_table(
         "channel_counts",
         sa.Column("site_id", sa.Integer(), sa.ForeignKey("sites.id"), nullable=False),
@@ -57,20 +58,33 @@ def upgrade() -> None:
     )
     # A day is marked for its calls, its spend or both: the days marked so far, for calls.
     with op.batch_alter_table("stale_days") as table:
-        table.add_column(sa.Column("calls", sa.Boolean(), nullable=False, server_default=sa.true()))
-        table.add_column(
-            sa.Column("spend", sa.Boolean(), nullable=False, server_default=sa.false())
+        for name, marked in (("calls", sa.true()), ("spend", sa.false())):
+            table.add_column(sa.Column(name, sa.Boolean(), nullable=False, server_default=marked))
+
+
+def _count_spend(postgres: bool) -> None:
+    """Each day's, week's and month's spend from the costs, in rows of number "" (a call's
+    rows have its tracking number)."""
+    zeros = ", ".join("0" for _ in (*FIGURES, *AMOUNTS))
+    traffic = "source, medium, campaign, keyword"
+    columns = ", ".join((*KEY, *FIGURES, *AMOUNTS, "spend"))
+    op.execute(
+        f"INSERT INTO call_counts ({columns}) SELECT site_id, 'D', day, {traffic}, '', false,"
+        f" {zeros}, sum(amount) FROM costs GROUP BY site_id, day, {traffic}"
+        " HAVING sum(amount) <> 0"
+    )
+    for span, unit in (("W", "week"), ("M", "month")):
+        if postgres:
+            start = f"CAST(date_trunc('{unit}', CAST(start AS timestamp)) AS date)"
+        elif span == "W":  # the Sunday on or after the day, less six days: its Monday
+            start = "date(start, 'weekday 0', '-6 days')"
+        else:
+            start = "date(start, 'start of month')"
+        op.execute(
+            f"INSERT INTO call_counts ({columns}) SELECT site_id, '{span}', {start}, {traffic},"
+            f" '', false, {zeros}, sum(spend) FROM call_counts"
+            f" WHERE span = 'D' AND number = '' GROUP BY site_id, {start}, {traffic}"
         )
-    op.execute(
-        "UPDATE stale_days SET spend = true WHERE EXISTS (SELECT 1 FROM costs"
-        " WHERE costs.site_id = stale_days.site_id AND costs.day = stale_days.day)"
-    )
-    op.execute(
-        "INSERT INTO stale_days (site_id, day, calls, spend)"
-        " SELECT DISTINCT site_id, day, false, true FROM costs"
-        " WHERE NOT EXISTS (SELECT 1 FROM stale_days AS s"
-        " WHERE s.site_id = costs.site_id AND s.day = costs.day)"
-    )
 
 
 def downgrade() -> None:
@@ -78,6 +92,7 @@ def downgrade() -> None:
         table.drop_column("spend")
         table.drop_column("calls")
     op.drop_table("channel_counts")
+    op.execute("DELETE FROM call_counts WHERE number = ''")  # spend's, which 0006 has not
     if op.get_bind().dialect.name == "postgresql":
         _remake_call_counts(spend=False)
     else:
@@ -90,7 +105,6 @@ def _remake_call_counts(spend: bool) -> None:
     and copy its rows over."""
     op.rename_table("call_counts", "call_counts_old")
     op.execute("ALTER TABLE call_counts_old RENAME CONSTRAINT call_counts_pkey TO old_pkey")
-    key = ("site_id", "span", "start", *GRAIN)
     op.create_table(
         "call_counts",
         sa.Column("site_id", sa.Integer(), sa.ForeignKey("sites.id"), nullable=False),
@@ -102,15 +116,12 @@ def _remake_call_counts(spend: bool) -> None:
         *(sa.Column(name, sa.Integer(), nullable=False) for name in FIGURES),
         *(sa.Column(name, sa.BigInteger(), nullable=False) for name in AMOUNTS),
         *([sa.Column("spend", sa.BigInteger(), nullable=False, server_default="0")] * spend),
-        sa.PrimaryKeyConstraint(*key, name="call_counts_pkey"),
+        sa.PrimaryKeyConstraint(*KEY, name="call_counts_pkey"),
         postgresql_partition_by="LIST (span)" if spend else None,
     )
     if spend:
-        for span, name, fill in PARTITIONS:
-            op.execute(
-                f"CREATE TABLE {name} PARTITION OF call_counts FOR VALUES IN ('{span}')"
-                f" WITH (fillfactor = {fill})"
-            )
-    columns = ", ".join((*key, *FIGURES, *AMOUNTS))
+        for span, name in PARTITIONS:
+            op.execute(f"CREATE TABLE {name} PARTITION OF call_counts FOR VALUES IN ('{span}')")
+    columns = ", ".join((*KEY, *FIGURES, *AMOUNTS))
     op.execute(f"INSERT INTO call_counts ({columns}) SELECT {columns} FROM call_counts_old")
     op.drop_table("call_counts_old")
