@@ -334,30 +334,10 @@ class VisitCount(Base):
     visits: Mapped[int] = mapped_column(Integer)
 
 
-class CallCount(Base):
-    """Calls and what they came to, and ad spend, per day, week or month of the site's time
-    zone and per traffic (source, medium, campaign, keyword) and tracking number: what the money
-    reports (keyword, source, medium, campaign, channel) read instead of the calls and costs
-    (dni.callcounts). Spend has no tracking number: its rows have number "".
+class CountFigures:
+    """What calls came to and ad spend, as the call counts and channel counts keep them.
+    Spam is counted apart and in nothing else (as in dni.reports)."""
 
-    Counted again from the calls and costs of each day a change to either marks stale
-    (`StaleDay`); the reports bring their site's stale days up to date before they read.
-    """
-
-    __tablename__ = "call_counts"
-    # PostgreSQL: one partition per span, with room for updates (made by migration 0007).
-    __table_args__ = {"postgresql_partition_by": "LIST (span)"}
-
-    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
-    span: Mapped[str] = mapped_column(String(1), primary_key=True)  # D, W (from Monday) or M
-    start: Mapped[date] = mapped_column(Date, primary_key=True)  # the span's first day
-    source: Mapped[str] = mapped_column(String(200), primary_key=True)
-    medium: Mapped[str] = mapped_column(String(200), primary_key=True)
-    campaign: Mapped[str] = mapped_column(String(200), primary_key=True)
-    keyword: Mapped[str] = mapped_column(String(200), primary_key=True)
-    number: Mapped[str] = mapped_column(String(20), primary_key=True)  # the tracking number
-    extension: Mapped[bool] = mapped_column(Boolean, primary_key=True)  # dialled with one
-    # Spam is counted apart and in nothing else (as in dni.reports).
     calls: Mapped[int] = mapped_column(Integer)
     answered: Mapped[int] = mapped_column(Integer)
     first_time: Mapped[int] = mapped_column(Integer)
@@ -372,7 +352,32 @@ class CallCount(Base):
     spend: Mapped[int] = mapped_column(BigInteger, default=0)  # ad spend (costs), minor units
 
 
-class ChannelCount(Base):
+class CallCount(CountFigures, Base):
+    """Calls and what they came to, and ad spend, per day, week or month of the site's time
+    zone and per traffic (source, medium, campaign, keyword) and tracking number: what the money
+    reports (keyword, source, medium, campaign, channel) read instead of the calls and costs
+    (dni.callcounts). Spend has no tracking number: its rows have number "".
+
+    Counted again from the calls and costs of each day a change to either marks stale
+    (`StaleDay`); the reports bring their site's stale days up to date before they read.
+    """
+
+    __tablename__ = "call_counts"
+    # PostgreSQL: one partition per span (made by migration 0007).
+    __table_args__ = {"postgresql_partition_by": "LIST (span)"}
+
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"), primary_key=True)
+    span: Mapped[str] = mapped_column(String(1), primary_key=True)  # D, W (from Monday) or M
+    start: Mapped[date] = mapped_column(Date, primary_key=True)  # the span's first day
+    source: Mapped[str] = mapped_column(String(200), primary_key=True)
+    medium: Mapped[str] = mapped_column(String(200), primary_key=True)
+    campaign: Mapped[str] = mapped_column(String(200), primary_key=True)
+    keyword: Mapped[str] = mapped_column(String(200), primary_key=True)
+    number: Mapped[str] = mapped_column(String(20), primary_key=True)  # the tracking number
+    extension: Mapped[bool] = mapped_column(Boolean, primary_key=True)  # dialled with one
+
+
+class ChannelCount(CountFigures, Base):
     """The call counts of each channel (source, medium) summed: what a channel's figures over
     a quarter (the lead values of dni.reports) read. Kept with `CallCount`, by the same
     refresh."""
@@ -384,18 +389,6 @@ class ChannelCount(Base):
     start: Mapped[date] = mapped_column(Date, primary_key=True)
     source: Mapped[str] = mapped_column(String(200), primary_key=True)
     medium: Mapped[str] = mapped_column(String(200), primary_key=True)
-    calls: Mapped[int] = mapped_column(Integer)
-    answered: Mapped[int] = mapped_column(Integer)
-    first_time: Mapped[int] = mapped_column(Integer)
-    qualified: Mapped[int] = mapped_column(Integer)
-    leads: Mapped[int] = mapped_column(Integer)
-    sales: Mapped[int] = mapped_column(Integer)
-    spam: Mapped[int] = mapped_column(Integer)
-    open_leads: Mapped[int] = mapped_column(Integer)
-    minutes: Mapped[int] = mapped_column(BigInteger)
-    revenue: Mapped[int] = mapped_column(BigInteger)
-    sale_revenue: Mapped[int] = mapped_column(BigInteger)
-    spend: Mapped[int] = mapped_column(BigInteger)
 
 
 class StaleDay(Base):
