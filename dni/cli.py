@@ -363,6 +363,23 @@ def calls_reattribute(site_key: str, first: datetime, last: datetime) -> None:
     click.echo(f"attributed {count} call(s) of {site_key} again")
 
 
+@calls.command("recount")
+@click.option("--site", "site_key", required=True)
+def calls_recount(site_key: str) -> None:
+    """Count a site's calls and ad spend again from scratch: the call and channel counts the
+    money reports read (a repair, after processes of an older dni ran on a newer schema)."""
+    from dni.callcounts import hold_zone, rebuild
+    from dni.sites import read_site
+
+    with _sessions(_settings()).begin() as session:
+        site = read_site(session, site_key)
+        if site is None:
+            raise click.ClickException(f"unknown site {site_key!r}")
+        hold_zone(session, site.id)  # as a change of time zone does
+        days = rebuild(session, site.id)
+    click.echo(f"counted {days} day(s) of {site_key} again")
+
+
 @calls.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--site", "site_key", required=True)

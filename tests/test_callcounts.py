@@ -8,11 +8,14 @@ import threading
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni.callcounts import CHANNEL, COUNTED, GRAIN, rebuild, refresh, refresh_all
 from dni.calls import CallRecord, record_call
+from dni.cli import main
 from dni.costs import add_cost, import_costs
 from dni.models import Call, CallCount, ChannelCount, StaleDay
 from dni.outcomes import OutcomeInput, set_outcome
@@ -252,3 +255,27 @@ def test_a_day_counted_for_its_calls_keeps_its_spend_and_the_other_way_round(
     assert again == from_scratch(sessions, site)
     assert [row for row in again if row[6] != ""] == [row for row in steps if row[6] != ""]
     assert sorted(row[-1] for row in again if row[6] == "") == [400, 400, 400]  # D, W, M
+
+
+def test_dni_calls_recount_repairs_counts_gone_wrong(
+    monkeypatch: pytest.MonkeyPatch,
+    sessions: sessionmaker[Session],
+    database_url: str,
+    redis_url: str,
+) -> None:
+    monkeypatch.setenv("DNI_DATABASE_URL", database_url)
+    monkeypatch.setenv("DNI_REDIS_URL", redis_url)
+    site = money_site(sessions)
+    record(sessions, site, 1, LATE)
+    with sessions.begin() as session:
+        add_cost(session, site, date(2026, 11, 1), 900, "wechat", "social", "", "", "", FAR)
+    right = counted(sessions, site)
+    with sessions.begin() as session:  # as an old worker would leave them
+        session.execute(delete(ChannelCount))
+        session.execute(update(CallCount).where(CallCount.number == "").values(spend=0))
+    result = CliRunner().invoke(main, ["calls", "recount", "--site", "money"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "counted 2 day(s) of money again"
+    assert counted(sessions, site) == right  # the channels' sums are checked there too
+    unknown = CliRunner().invoke(main, ["calls", "recount", "--site", "nope"])
+    assert unknown.exit_code == 1 and "unknown site 'nope'" in unknown.output
