@@ -242,8 +242,9 @@ def refresh(session: Session, site_id: int, days: int | None = None) -> int:
     )
     counted = sorted(connection.execute(claimed))  # the days another did not count meanwhile
     zone = _zone(connection, site_id)
-    for day, calls, spend in counted:
-        _count_day(connection, site_id, zone, day, calls=calls, spend=spend)
+    with collector_paused():  # a busy day is tens of thousands of rows
+        for day, calls, spend in counted:
+            _count_day(connection, site_id, zone, day, calls=calls, spend=spend)
     return len(counted)
 
 
@@ -284,20 +285,13 @@ def rebuild(session: Session, site_id: int) -> int:
     )
     days = {_local(at, zone) for at in instants}
     days |= set(connection.scalars(select(Cost.day).where(Cost.site_id == site_id).distinct()))
-    every = {"calls": True, "spend": True}
     connection.execute(
         delete(StaleDay).where(StaleDay.site_id == site_id, StaleDay.day.in_(claimed))
     )
-    for day in sorted(days):
-        _add(
-            connection,
-            CallCount,
-            GRAIN,
-            site_id,
-            "D",
-            day,
-            _day_counts(connection, site_id, zone, day, **every),
-        )
+    with collector_paused():
+        for day in sorted(days):
+            counts = _day_counts(connection, site_id, zone, day, calls=True, spend=True)
+            _add(connection, CallCount, GRAIN, site_id, "D", day, counts)
     _sum_days(connection, site_id)
     return len(days)
 
@@ -344,13 +338,6 @@ def _count_day(
     """Count a day's calls, or its spend, or both, again and add what changed to the day's,
     week's and month's counts, and to its channels' (the work is the day's, however long the
     month: one new call changes one row of each)."""
-    with collector_paused():
-        _count_changes(connection, site_id, zone, day, calls=calls, spend=spend)
-
-
-def _count_changes(
-    connection: Connection, site_id: int, zone: ZoneInfo, day: date, *, calls: bool, spend: bool
-) -> None:
     fresh = _day_counts(connection, site_id, zone, day, calls=calls, spend=spend)
     held_rows = select(*(getattr(CallCount, name) for name in (*GRAIN, *COUNTED))).where(
         *_bucket(CallCount, site_id, "D", day)

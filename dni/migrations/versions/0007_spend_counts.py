@@ -46,8 +46,7 @@ def upgrade() -> None:
         sa.Column("start", sa.Date(), nullable=False),
         sa.Column("source", sa.String(200), nullable=False),
         sa.Column("medium", sa.String(200), nullable=False),
-        *(sa.Column(name, sa.Integer(), nullable=False) for name in FIGURES),
-        *(sa.Column(name, sa.BigInteger(), nullable=False) for name in (*AMOUNTS, "spend")),
+        *_figures(spend=True),
         sa.PrimaryKeyConstraint(*CHANNEL_KEY),
     )
     columns = ", ".join((*CHANNEL_KEY, *FIGURES, *AMOUNTS, "spend"))
@@ -100,6 +99,15 @@ def downgrade() -> None:
             table.drop_column("spend")
 
 
+def _figures(spend: bool) -> list[sa.Column[int]]:
+    """The counted figures' columns (with spend's, or as 0006 made them)."""
+    columns = [sa.Column(name, sa.Integer(), nullable=False) for name in FIGURES]
+    columns += [sa.Column(name, sa.BigInteger(), nullable=False) for name in AMOUNTS]
+    if spend:
+        columns.append(sa.Column("spend", sa.BigInteger(), nullable=False, server_default="0"))
+    return columns
+
+
 def _remake_call_counts(spend: bool) -> None:
     """Make call_counts again (partitioned by span with a spend column, or as 0006 made it)
     and copy its rows over."""
@@ -113,9 +121,7 @@ def _remake_call_counts(spend: bool) -> None:
         *(sa.Column(name, sa.String(200), nullable=False) for name in GRAIN[:4]),
         sa.Column("number", sa.String(20), nullable=False),
         sa.Column("extension", sa.Boolean(), nullable=False),
-        *(sa.Column(name, sa.Integer(), nullable=False) for name in FIGURES),
-        *(sa.Column(name, sa.BigInteger(), nullable=False) for name in AMOUNTS),
-        *([sa.Column("spend", sa.BigInteger(), nullable=False, server_default="0")] * spend),
+        *_figures(spend),
         sa.PrimaryKeyConstraint(*KEY, name="call_counts_pkey"),
         postgresql_partition_by="LIST (span)" if spend else None,
     )
