@@ -19,6 +19,7 @@ from sqlalchemy import select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from dni import outbox
 from dni.callcounts import mark_stale
 from dni.errors import InvalidInput
 from dni.models import Call
@@ -192,7 +193,9 @@ def _insert(session: Session, site: SiteConfig, record: CallRecord, now: datetim
     inserted = session.execute(
         dialect.insert(Call).values(row).on_conflict_do_nothing().returning(Call.id)
     )
-    if inserted.scalar() is None:
+    call_id = inserted.scalar()
+    if call_id is None:
         return False
     mark_stale(session, site.id, [record.started_at])
+    outbox.mark(session, [call_id])
     return True

@@ -192,7 +192,8 @@ def worker() -> None:
         click.echo(f"dni worker: {adopted} pool(s) taken over from the dni 0.1 key layout")
     stop = stop_on_signals()
     click.echo(f"dni worker: a round every {settings.flush_seconds:g} s (Ctrl-C stops)")
-    run_worker(lambda: work_once(stores, regions), settings.flush_seconds, stop)
+    claim = timedelta(seconds=settings.postback_claim_seconds)
+    run_worker(lambda: work_once(stores, regions, claim), settings.flush_seconds, stop)
 
 
 @main.command()
@@ -630,6 +631,116 @@ def costs_list(site_key: str, first: datetime, last: datetime) -> None:
 
 
 @main.group()
+def postbacks() -> None:
+    """Conversions and events queued for the ad platforms and CRMs (the outbox)."""
+
+
+@postbacks.command("list")
+@click.option("--site", "site_key", default=None, help="one site's only")
+@click.option("--dead", is_flag=True, help="only the dead-letter list")
+@click.option("--limit", default=50, show_default=True)
+def postbacks_list(site_key: str | None, dead: bool, limit: int) -> None:
+    """Print the latest postbacks: id, state, tries, destination, event, call, last error."""
+    from sqlalchemy import select
+
+    from dni.models import Call, Postback, Site
+
+    query = (
+        select(Postback, Call.provider_call_id, Site.key)
+        .join(Call, Postback.call_id == Call.id)
+        .join(Site, Postback.site_id == Site.id)
+        .order_by(Postback.id.desc())
+        .limit(limit)
+    )
+    if site_key:
+        query = query.where(Site.key == site_key)
+    if dead:
+        query = query.where(Postback.state == "dead")
+    with _sessions(_settings())() as session:
+        rows = session.execute(query).all()
+    for row, call_id, key in rows:
+        error = f"  {row.last_error[:120]}" if row.last_error else ""
+        click.echo(
+            f"{row.id}  {row.state:<9} {row.attempts:>2} tries  {key}/{row.destination}  "
+            f"{row.action} {row.event}  call {call_id}  {row.key}{error}"
+        )
+    click.echo(f"{len(rows)} postback(s)")
+
+
+@postbacks.command("retry")
+@click.argument("postback_id", type=int)
+def postbacks_retry(postback_id: int) -> None:
+    """Queue a dead or cancelled postback again (its tries counted from zero)."""
+    from dni.outbox import retry
+
+    with _sessions(_settings()).begin() as session:
+        if not retry(session, postback_id, datetime.now(UTC)):
+            raise click.ClickException(f"no dead or cancelled postback {postback_id}")
+    click.echo(f"postback {postback_id} queued again; the next worker round sends it")
+
+
+@postbacks.command("test")
+@click.option("--site", "site_key", required=True)
+@click.option("--destination", "name", required=True, help="the [[site.postback]] name")
+@click.option("--call", "call_id", default=None, help="a provider call id (default: the latest)")
+def postbacks_test(site_key: str, name: str, call_id: str | None) -> None:
+    """The integration test (联调) of a destination: print the request (secrets hidden) and the
+    platform's answer. A platform with a test mode (Google validate-only, Meta test events, GA4
+    validation, a CRM) gets a conversion of a real call that counts nothing; one without (Baidu,
+    Ocean Engine, Tencent, Microsoft) gets its oldest queued conversion, delivered now."""
+    from sqlalchemy import select
+
+    from dni import outbox
+    from dni.models import Postback, PostbackAttempt, Site
+    from dni.postbacks import PostbackError, platform
+
+    sessions = _sessions(_settings())
+    shown: tuple[str, int | None, str, str]
+    with sessions() as session:
+        site = session.scalar(select(Site).where(Site.key == site_key))
+        if site is None:
+            raise click.ClickException(f"unknown site {site_key!r}")
+        found = {d.name: d for d in outbox.destinations(site.postbacks)}
+        if name not in found:
+            known = ", ".join(sorted(found)) or "none"
+            raise click.ClickException(f"site {site_key} has no postback {name!r} (has: {known})")
+        destination = found[name]
+        try:
+            if platform(destination.platform).TEST_MODE:
+                now = datetime.now(UTC)
+                request, sent = outbox.test_send(session, site.id, destination, call_id, now)
+                shown = (request.summary(), sent.status, sent.response, sent.verdict.outcome)
+                reason = sent.verdict.reason
+            else:
+                postback_id = outbox.send_queued(sessions, site.id, name)
+                click.echo(f"{destination.platform} has no test mode: postback {postback_id}")
+                with sessions() as fresh:  # a new snapshot: the delivery wrote after ours
+                    row = fresh.get(Postback, postback_id)
+                    attempt = fresh.scalars(
+                        select(PostbackAttempt)
+                        .where(PostbackAttempt.postback_id == postback_id)
+                        .order_by(PostbackAttempt.id.desc())
+                        .limit(1)
+                    ).first()
+                assert row is not None
+                if attempt is None:  # refused before sending (a missing secret)
+                    shown = ("(not sent)", None, "", row.state)
+                    reason = row.last_error
+                else:
+                    shown = (attempt.request, attempt.status, attempt.response, attempt.outcome)
+                    reason = attempt.reason
+        except PostbackError as error:
+            raise click.ClickException(str(error)) from None
+    request_text, status, response, outcome = shown
+    click.echo(request_text)
+    click.echo(f"\n-> HTTP {status if status is not None else '(no answer)'}")
+    click.echo(response or "(empty answer)")
+    click.echo(outcome + (f": {reason}" if reason else ""))
+    if outcome != "delivered":
+        raise SystemExit(1)
+
+
+@main.group()
 def bench() -> None:
     """Benchmarks that print figures (DESIGN §7)."""
 
@@ -687,6 +798,18 @@ def bench_calls(calls: int) -> None:
     from dni.bench.calls import run_calls_benchmark
 
     run_calls_benchmark(calls, click.echo)
+
+
+@bench.command("postbacks")
+@click.option("--calls", default=1000, show_default=True, help="conversions queued, then timed")
+@click.option("--seconds", default=20.0, show_default=True, help="length of the lag run")
+@click.option("--rate", default=10.0, show_default=True, help="calls per second in the lag run")
+@click.option("--database-url", default="", help="an empty database (default: SQLite)")
+def bench_postbacks(calls: int, seconds: float, rate: float, database_url: str) -> None:
+    """Outbox delivery throughput and the lag from a call's record to its conversion (§7)."""
+    from dni.bench.postbacks import run_postbacks_benchmark
+
+    run_postbacks_benchmark(calls, seconds, rate, database_url, click.echo)
 
 
 @bench.command("reports")

@@ -62,6 +62,9 @@ class Settings:
     # to SQL and attributes new calls; 0: `dni serve` runs no worker. A Redis that loses its
     # data loses at most the lease starts of this interval plus one flush.
     flush_seconds: float = 1.0
+    # How long a worker holds the postbacks it is sending (dni.outbox): those of a worker that
+    # died wait this long before another sends them. Longer than a request may take.
+    postback_claim_seconds: float = 120.0
     # How long a site's configuration is cached in each worker.
     config_cache_seconds: float = 10.0
     # Largest request body accepted by the public API.

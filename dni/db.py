@@ -79,11 +79,13 @@ def make_engine(url: str) -> Engine:
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
-    """Sessions that mark the days of the calls they write for counting again."""
-    from dni.callcounts import watch  # the models import nothing of this module's
+    """Sessions that mark the days of the calls they write for counting again, and plan the
+    calls' postbacks when they commit."""
+    from dni import callcounts, outbox  # the models import nothing of this module's
 
     sessions = sessionmaker(engine, expire_on_commit=False)
-    watch(sessions)
+    callcounts.watch(sessions)
+    outbox.watch(sessions)
     return sessions
 
 
@@ -134,6 +136,7 @@ def update_calls(
     one executemany (the ORM's bulk update costs twice as much per row); how many it changed."""
     if not rows:
         return 0
+    from dni import outbox
     from dni.callcounts import mark_calls
     from dni.models import Call  # the models import nothing of this module's
 
@@ -148,4 +151,5 @@ def update_calls(
         statement = statement.where(where)
     result = session.execute(statement, [{**row, "_id": row["id"]} for row in rows])
     mark_calls(session, [row["id"] for row in rows])
+    outbox.mark(session, [row["id"] for row in rows])
     return cast(CursorResult[Any], result).rowcount

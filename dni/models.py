@@ -79,6 +79,8 @@ class Site(Base):
     rules: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     fixed_costs: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     blocked_callers: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # Where conversions go (`[[site.postback]]`, DESIGN §10), as dni.sitefile validated them.
+    postbacks: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     # Bumped by every `dni load`; workers re-read a site's snapshot when it changes.
     revision: Mapped[int] = mapped_column(Integer, default=0)
@@ -176,6 +178,10 @@ class Visit(Base):
     ip: Mapped[str] = mapped_column(String(45), default="")
     pages_viewed: Mapped[int] = mapped_column(Integer, default=1)
     last_url: Mapped[str] = mapped_column(Text, default="")
+    # The page's analytics cookies, for the platforms that match on them (dni.postbacks): GA4's
+    # client id (from `_ga`) and Meta's browser id (`_fbp`); "" when the page set none.
+    ga_client_id: Mapped[str] = mapped_column(String(64), default="")
+    fbp: Mapped[str] = mapped_column(String(64), default="")
 
 
 class Lease(Base):
@@ -401,6 +407,57 @@ class StaleDay(Base):
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     calls: Mapped[bool] = mapped_column(Boolean, default=True)  # a call of the day changed
     spend: Mapped[bool] = mapped_column(Boolean, default=False)  # a cost of the day changed
+
+
+class Postback(Base):
+    """One conversion or event queued for a destination (`[[site.postback]]`): the outbox of
+    DESIGN §10, written in the same transaction as the change to the call that caused it and
+    delivered by `dni worker` (dni.outbox). One row per idempotency key and destination."""
+
+    __tablename__ = "postbacks"
+    __table_args__ = (
+        UniqueConstraint("site_id", "destination", "key"),
+        Index("ix_postbacks_due", "state", "next_at"),
+        Index("ix_postbacks_call", "call_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    site_id: Mapped[int] = mapped_column(ForeignKey("sites.id"))
+    destination: Mapped[str] = mapped_column(String(64))
+    platform: Mapped[str] = mapped_column(String(32))
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id"))
+    key: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(8))  # convert, retract or event
+    event: Mapped[str] = mapped_column(String(32))  # lead, qualified, sale … or call.created …
+    visit_id: Mapped[str | None] = mapped_column(String(64))  # whose click it credits
+    # pending → delivered | dead | cancelled (a conversion no longer wanted before it left).
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    conversion: Mapped[dict[str, Any]] = mapped_column(JSON)  # dni.postbacks.Conversion
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime] = mapped_column()
+    # Set while a worker sends it; a worker that died leaves it for another after this.
+    claimed_until: Mapped[datetime | None] = mapped_column()
+    claimed_by: Mapped[str] = mapped_column(String(64), default="")
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column()
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+
+class PostbackAttempt(Base):
+    """One try at sending a postback: the request as sent (secrets hidden) and the answer."""
+
+    __tablename__ = "postback_attempts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    postback_id: Mapped[int] = mapped_column(ForeignKey("postbacks.id"), index=True)
+    started_at: Mapped[datetime] = mapped_column()
+    # None while it is on its way: a worker killed mid-send leaves it so.
+    finished_at: Mapped[datetime | None] = mapped_column()
+    request: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[int | None] = mapped_column(Integer)  # the HTTP status; None: no answer
+    response: Mapped[str] = mapped_column(Text, default="")  # its first 2,000 characters
+    outcome: Mapped[str] = mapped_column(String(16), default="")  # delivered, retry, permanent
+    reason: Mapped[str] = mapped_column(Text, default="")
 
 
 class ApiKey(Base):

@@ -91,10 +91,10 @@ def list_calls(
         .limit(limit)
         .offset(offset)
     ).all()
-    return [_call_json(call, visit, when.zone, show_callers) for call, visit in rows]
+    return [call_json(call, visit, when.zone, show_callers) for call, visit in rows]
 
 
-def _call_json(call: Call, visit: Visit | None, zone: ZoneInfo, show: bool) -> dict[str, Any]:
+def call_json(call: Call, visit: Visit | None, zone: ZoneInfo, show: bool) -> dict[str, Any]:
     caller = call.caller_e164 if show or not call.caller_e164 else mask(call.caller_e164)
     return {
         "call_id": call.provider_call_id,

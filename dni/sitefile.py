@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 import zoneinfo
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -24,6 +25,7 @@ from dni.models import Pool, Site, SourceNumber, TrackingNumber
 from dni.money import minor_digits
 from dni.outcomes import STATUSES, TOUCHES
 from dni.phones import is_valid_region
+from dni.postbacks import COMMON, EVENTS, PLATFORMS, WEBHOOK_EVENTS, platform
 from dni.sites import MATCH_FIELDS
 
 SITE_KEY = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -66,6 +68,7 @@ SITE_KEYS = {
     "keyword_param",
     "pool",
     "source_number",
+    "postback",
 }
 POOL_KEYS = {
     "name",
@@ -140,6 +143,8 @@ class SiteSpec:
     pools: tuple[PoolSpec, ...]
     source_numbers: tuple[SourceSpec, ...]
     money: MoneySpec = MoneySpec()
+    # `[[site.postback]]` destinations as dni.outbox reads them (dni.postbacks.Destination).
+    postbacks: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass
@@ -205,6 +210,10 @@ def _parse_site(key: str, site: Fields) -> SiteSpec:
     pools = _tables(site, "pool", "must be [[site.pool]] tables", "name")
     sources = _tables(site, "source_number", "must be [[site.source_number]] tables")
     pool_names = {name for name, _ in pools}
+    postbacks = _tables(site, "postback", "must be [[site.postback]] tables", "name")
+    for name, count in Counter(name for name, _ in postbacks).items():
+        if count > 1:
+            site.fail(f"postback[{name}].name", "used by two destinations of this site")
     source_numbers = tuple(_parse_source(source, country) for _, source in sources)
     # A fee of an offline number's stays with its channel in a period with no calls.
     offline = {
@@ -226,6 +235,7 @@ def _parse_site(key: str, site: Fields) -> SiteSpec:
         pools=tuple(_parse_pool(name, pool, country) for name, pool in pools),
         source_numbers=source_numbers,
         money=_parse_money(site, country, pool_names, offline),
+        postbacks=tuple(_parse_postback(name, postback) for name, postback in postbacks),
     )
 
 
@@ -357,6 +367,70 @@ def _parse_cost(
         "since": since.isoformat() if since else "",
         "until": until.isoformat() if until else "",
     }
+
+
+def _parse_postback(name: str, table: Fields) -> dict[str, Any]:
+    """A `[[site.postback]]`: where a site's conversions go (DESIGN §10). The common settings
+    are checked here, the platform's own against its module's `SETTINGS`."""
+    kind = table.one_of("platform", PLATFORMS)
+    module = platform(kind) if kind else None
+    own = module.SETTINGS if module else {}
+    table.unknown({*COMMON, *own}, f"unknown setting of a {kind or 'postback'} destination")
+    hooks = kind == "webhook"
+    choices = WEBHOOK_EVENTS if hooks else EVENTS
+    listed = table.each("on", single=True, message=NOT_STRINGS)
+    on = [e for at in listed.data if (e := listed.one_of(at, choices))] or list(
+        WEBHOOK_EVENTS if hooks else ("qualified", "sale")
+    )
+    confidence = table.data.get("min_confidence", 0.8)
+    if not isinstance(confidence, int | float) or isinstance(confidence, bool):
+        table.refuse("min_confidence", "must be a number from 0 to 1", confidence)
+        confidence = 0.8
+    elif not 0 <= confidence <= 1:
+        table.refuse("min_confidence", "must be from 0 to 1", confidence)
+    assist = table.boolean("assist")
+    if assist and module is not None and not module.ASSISTS:
+        table.fail("assist", f"{kind} takes no conversions of assisting clicks")
+    settings = {
+        setting: _postback_setting(table, setting, spec, on) for setting, spec in own.items()
+    }
+    return {
+        "name": name,
+        "platform": kind,
+        "on": on,
+        "min_confidence": float(confidence),
+        "assist": assist,
+        "max_attempts": table.integer("max_attempts", low=1, high=100, default=10),
+        "url": table.url("url", required=hooks),
+        "settings": {k: v for k, v in settings.items() if v},
+    }
+
+
+def _postback_setting(table: Fields, name: str, spec: Any, on: list[str]) -> Any:
+    """One platform setting: text (a number written as one too); per event, one text for
+    every event or a table of them, each event of `on` given or defaulted."""
+    pattern = SECRET if spec.secret else re.compile(spec.pattern)
+    raw = table.data.get(name)
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = str(raw)
+    if not spec.per_event:
+        return table.within("", {name: raw}).text(
+            name, max_len=500, required=spec.required, pattern=pattern
+        )
+    if isinstance(raw, dict):
+        events = table.within(
+            name, {k: str(v) if isinstance(v, int) else v for k, v in raw.items()}
+        )
+        events.unknown(set(EVENTS), f"not an event: use {', '.join(EVENTS)}")
+    else:
+        events = table.within(name, dict.fromkeys(on, raw) if raw is not None else {})
+    values = {}
+    for event in on:
+        given = events.text(event, max_len=500, required=False, pattern=pattern)
+        values[event] = given or spec.defaults.get(event, "")
+        if not values[event] and spec.required:
+            events.fail(event, f"required for the {event!r} event")
+    return values
 
 
 def _secret(site: Fields, name: str) -> str | None:
@@ -550,6 +624,7 @@ def load_sites(session: Session, specs: list[SiteSpec], now: datetime) -> LoadRe
         site.rules = list(spec.money.rules)
         site.fixed_costs = list(spec.money.fixed_costs)
         site.blocked_callers = list(spec.money.blocked_callers)
+        site.postbacks = list(spec.postbacks)
         site.active = True
         site.revision = (site.revision or 0) + 1
         _load_pools(site, spec, now, report)
@@ -692,7 +767,13 @@ def _export_site(site: Site) -> dict[str, Any]:
     out["source_number"] = [_export_source(s) for s in site.source_numbers if s.active]
     out["rule"] = [_export_rule(rule, site.currency) for rule in site.rules]
     out["cost"] = [_export_cost(cost, site.currency) for cost in site.fixed_costs]
+    out["postback"] = [_export_postback(postback) for postback in site.postbacks]
     return out
+
+
+def _export_postback(postback: dict[str, Any]) -> dict[str, Any]:
+    common = {k: v for k, v in postback.items() if k != "settings" and v != ""}
+    return {**common, **postback["settings"]}
 
 
 def _export_source(source: SourceNumber) -> dict[str, Any]:

@@ -1,7 +1,8 @@
 """`dni worker`: the one process for background work. Each round flushes the history queued in
 Redis to SQL, then attributes the calls that arrived meanwhile (attribution reads the leases
-the flush has just written), then counts the days whose calls changed for the reports
-(dni.callcounts); the outbox and retention will join it here.
+the flush has just written), then sends the conversions and events that are due (dni.outbox:
+attribution queues them in its own transaction), then counts the days whose calls changed for
+the reports (dni.callcounts); retention will join it here.
 
 Any number of workers may run at once, on one node or many: each step takes its own Redis lock
 and skips when another worker holds it. Attribution waits for the flush watermark, not for this
@@ -15,21 +16,26 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from datetime import timedelta
 from types import FrameType
 
 from dni.attribution import attribute_pending
 from dni.callcounts import refresh_all
 from dni.geo import IpRegions
 from dni.history import Flushed, flush_history, flush_watermark
+from dni.outbox import CLAIM, deliver
 from dni.store import ATTRIBUTE_LOCK, Stores
 
 log = logging.getLogger(__name__)
 ATTRIBUTE_LOCK_SECONDS = 60
 
 
-def work_once(stores: Stores, regions: IpRegions | None = None) -> Flushed:
+def work_once(
+    stores: Stores, regions: IpRegions | None = None, claim: timedelta = CLAIM
+) -> Flushed:
     """One round: flush, then attribute the pending calls the flush watermark has passed (one
-    worker at a time for each; with no watermark yet, none), then count stale days again."""
+    worker at a time for each; with no watermark yet, none), then deliver the due postbacks
+    (several workers share them), then count stale days again."""
     flushed = flush_history(stores)
     lock = stores.redis.lock(ATTRIBUTE_LOCK, timeout=ATTRIBUTE_LOCK_SECONDS, blocking=False)
     if lock.acquire():
@@ -41,6 +47,7 @@ def work_once(stores: Stores, regions: IpRegions | None = None) -> Flushed:
                     attribute_pending(session, watermark, regions)
         finally:
             lock.release()
+    deliver(stores.sessions, claim=claim)
     refresh_all(stores.sessions)
     return flushed
 

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, Engine, delete, event
 from sqlalchemy.orm import Session, sessionmaker
 
 from dni import create_app
+from dni.bench.receiver import Receiver
 from dni.db import make_engine, make_sessionmaker, upgrade_database
 from dni.models import Base
 from dni.web.runtime import Runtime
@@ -126,6 +127,13 @@ def client(app: Flask) -> FlaskClient:
     client = app.test_client()
     client.environ_base["HTTP_USER_AGENT"] = DESKTOP_UA
     return client
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A local HTTP server standing in for an ad platform or CRM: it records what it is sent."""
+    with Receiver() as server:
+        yield server
 
 
 @pytest.fixture

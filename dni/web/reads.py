@@ -27,7 +27,7 @@ from dni.reports import (
     COLUMNS,
     DIMENSIONS,
     Period,
-    _call_json,
+    call_json,
     call_report,
     list_calls,
     period,
@@ -181,7 +181,7 @@ def put_outcome(call_id: str) -> Response:
         set_outcome(session, call, given, "api", f"api key {grant.name}", rt.now())
         visit = session.get(Visit, call.visit_id) if call.visit_id else None
         zone = ZoneInfo(site.timezone)
-        answer = _call_json(call, visit, zone, grant.can_see_callers)
+        answer = call_json(call, visit, zone, grant.can_see_callers)
     return jsonify(answer)
 
 
