@@ -57,6 +57,9 @@ QUARANTINE_LIMIT = 10_000
 QUARANTINE_TTL = 30 * 24 * 3600  # refreshed by every row quarantined
 # Failures of the database as a whole, not of a row: the batch waits in Redis for the next flush.
 UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError)
+# Visit row fields newer than some rows still queued (by a web node of an earlier release): one
+# INSERT of many rows takes its columns from the first, so every row must name them all.
+VISIT_ROW_DEFAULTS = {"ga_client_id": "", "fbp": ""}
 
 
 @dataclass(frozen=True)
@@ -294,7 +297,7 @@ def _write(
     visits = []
     for site in sites:
         for visit_id, raw in rows[site.rows].items():
-            row = json.loads(raw)
+            row = VISIT_ROW_DEFAULTS | json.loads(raw)
             started = _moment(row["started_at"])
             row |= {"id": visit_id, "started_at": started, "last_seen_at": started}
             row |= {"pages_viewed": 1, "last_url": row["landing_page"]}

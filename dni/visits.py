@@ -40,6 +40,12 @@ RESYNC_ATTEMPTS = 2
 NETWORK_FACTOR = 4
 # "<site id>.<pool ids joined by ->.<random>", e.g. "3.7-9.kQ2Vv0c1Sx6t3BzZ"
 VISIT_ID = re.compile(r"([0-9]{1,9})\.((?:[0-9]{1,9}(?:-[0-9]{1,9}){0,7})?)\.[A-Za-z0-9_-]{16}")
+# The page's analytics cookies, as the browser sent them: stored only when they have the shape
+# their tags write. `_ga` is "GA1.<domain depth>.<random>.<first visit, epoch s>" and GA4's
+# client id is its last two parts; `_fbp` is "fb.<domain depth>.<created, epoch ms>.<random>",
+# which Meta takes back whole.
+GA_COOKIE = re.compile(r"GA1\.[0-9]{1,2}\.([0-9]{1,20}\.[0-9]{1,20})")
+FBP_COOKIE = re.compile(r"fb\.[0-9]{1,2}\.[0-9]{1,20}\.[0-9]{1,20}")
 
 
 def make_visit_id(site_id: int, pool_ids: list[int]) -> str:
@@ -55,6 +61,19 @@ def parse_visit_id(visit_id: str) -> tuple[int, list[int]]:
     return int(match.group(1)), [int(p) for p in pools.split("-")] if pools else []
 
 
+def ga_client_id(cookie: str) -> str:
+    """The GA client id in a `_ga` cookie's value ("GA1.2.468604437.1611708469" ->
+    "468604437.1611708469"); "" for anything else."""
+    match = GA_COOKIE.fullmatch(cookie)
+    return match.group(1) if match else ""
+
+
+def meta_browser_id(cookie: str) -> str:
+    """A `_fbp` cookie's value ("fb.1.1558571054389.1098115397") as it is; "" for anything
+    else."""
+    return cookie if FBP_COOKIE.fullmatch(cookie) else ""
+
+
 @dataclass(frozen=True)
 class VisitInput:
     visitor: str
@@ -63,6 +82,9 @@ class VisitInput:
     user_agent: str
     ip: str
     opt_out: bool = False
+    # The page's `_ga` and `_fbp` cookies as sent, unchecked: "" when it had none.
+    ga_cookie: str = ""
+    fbp_cookie: str = ""
 
 
 @dataclass(frozen=True)
@@ -244,6 +266,8 @@ class Visits:
             "os": agent.os,
             "user_agent": data.user_agent[:512],
             "ip": data.ip[:45],
+            "ga_client_id": ga_client_id(data.ga_cookie),
+            "fbp": meta_browser_id(data.fbp_cookie),
         }
         tagged = "1" if traffic.tagged else "0"
         limit = self.rate_limit

@@ -3,6 +3,7 @@ watermark that says how far it got."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -13,9 +14,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from dni.history import FLUSH_LOCK, flush_history, flush_watermark
 from dni.models import Lease, Visit
 from dni.store import SiteKeys
+from dni.visits import VisitInput
 from dni.web.runtime import Runtime
 from tests.conftest import Clock
-from tests.factories import load_toml, shop_toml, start_visit
+from tests.factories import DESKTOP_UA, load_toml, shop_toml, start_visit
 
 PAID = "https://shop.example.cn/?utm_source=baidu&utm_medium=cpc"
 
@@ -51,6 +53,33 @@ def test_a_replayed_batch_is_ignored(rt: Runtime, sessions: sessionmaker[Session
     rt.stores.redis.hset(key, mapping=queued)  # as if a flush died after commit, before HDEL
     flush_history(rt.stores, rt.now())
     assert count(sessions, Visit) == 1
+
+
+def test_visit_rows_queued_before_the_analytics_columns_are_stored_with_newer_ones(
+    rt: Runtime, sessions: sessionmaker[Session]
+) -> None:
+    site = rt.sites.get("shop")
+    assert site is not None
+    for i, visitor in enumerate(("visitor-old1", "visitor-new1", "visitor-old2")):
+        ip = f"10.0.0.{i}"
+        data = VisitInput(
+            visitor, PAID, "", DESKTOP_UA, ip, ga_cookie="GA1.2.1.2", fbp_cookie="fb.1.3.4"
+        )
+        rt.visits.visit(site, data, rt.now())
+    key = SiteKeys(shop_id(rt)).rows
+    for field, raw in rt.stores.redis.hgetall(key).items():  # as an older web node queued them
+        row = json.loads(raw)
+        if row["visitor_id"].startswith("visitor-old"):
+            del row["ga_client_id"], row["fbp"]
+            rt.stores.redis.hset(key, field, json.dumps(row))
+    assert flush_history(rt.stores, rt.now()).visits == 3
+    with sessions() as session:
+        stored = {v.visitor_id: (v.ga_client_id, v.fbp) for v in session.scalars(select(Visit))}
+    assert stored == {
+        "visitor-old1": ("", ""),
+        "visitor-new1": ("1.2", "fb.1.3.4"),
+        "visitor-old2": ("", ""),
+    }
 
 
 def test_a_running_flush_makes_others_skip(rt: Runtime, sessions: sessionmaker[Session]) -> None:

@@ -17,12 +17,13 @@ import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
 from playwright.sync_api import Request as BrowserRequest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from dni.history import flush_history
-from dni.models import VisitEvent
+from dni.models import Visit, VisitEvent
 from dni.visits import RateLimit
 from dni.web.runtime import Runtime
 from tests.factories import DESKTOP_UA, MOBILE_UA, load_toml, shop_toml
@@ -449,3 +450,77 @@ def test_visitor_id_falls_back_to_storage_when_cookies_are_refused(
         assert errors == []
     finally:
         context.close()
+
+
+GA = "GA1.2.468604437.1611708469"
+FBP = "fb.1.1558571054389.1098115397"
+
+
+def visit_with_cookies(
+    browser: Browser, shop: str, rt: Runtime, sessions: sessionmaker[Session], **cookies: str
+) -> tuple[dict[str, Any], Visit]:
+    """Open the shop with the page's own `cookies` set on its registrable domain; the body the
+    snippet sent for the new visit and the visit as stored."""
+    context = browser.new_context(user_agent=DESKTOP_UA)
+    domain = ".example.com.cn"
+    context.add_cookies(
+        [{"name": n, "value": v, "domain": domain, "path": "/"} for n, v in cookies.items()]
+    )
+    sent: list[dict[str, Any]] = []
+
+    def record(request: BrowserRequest) -> None:
+        if request.url.endswith("/v1/visits"):
+            sent.append(request.post_data_json or {})
+
+    context.on("request", record)
+    try:
+        page, errors = open_page(context, shop + "/" + PAID)
+        swapped(page)
+        assert errors == [] and len(sent) == 1
+        seen = page.evaluate("document.cookie")
+        assert all(f"{name}={value}" in seen for name, value in cookies.items())
+    finally:
+        context.close()
+    flush_history(rt.stores)
+    with sessions() as session:
+        return sent[0], session.scalars(select(Visit)).one()
+
+
+def test_the_pages_ga_and_fbp_cookies_are_kept_with_the_visit(
+    browser: Browser, shop: str, rt: Runtime, sessions: sessionmaker[Session]
+) -> None:
+    body, row = visit_with_cookies(browser, shop, rt, sessions, _ga=GA, _fbp=FBP, _ga_X1=GA + "0")
+    assert (body["ga"], body["fbp"]) == (GA, FBP)
+    assert (row.ga_client_id, row.fbp) == ("468604437.1611708469", FBP)
+
+
+def test_a_page_without_analytics_cookies_sends_none(
+    browser: Browser, shop: str, rt: Runtime, sessions: sessionmaker[Session]
+) -> None:
+    body, row = visit_with_cookies(browser, shop, rt, sessions, x_ga=GA, _fbpx=FBP)
+    assert "ga" not in body and "fbp" not in body
+    assert (row.ga_client_id, row.fbp) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("cookies", "sent"),
+    [
+        # Cut at the first character no id has: too short to send.
+        ({"_ga": "GA1.2.<script>alert(1)</script>", "_fbp": "fb.1.<script>"}, {}),
+        # 500 characters each, the first 64 sent: the server drops them.
+        ({"_ga": "GA1.2." + "4" * 494, "_fbp": "fb.1." + "1" * 495}, {"ga": 64, "fbp": 64}),
+        ({"_ga": GA + "9" * 474, "_fbp": FBP + "x" * 471}, {"ga": 64, "fbp": 64}),
+    ],
+)
+def test_garbage_analytics_cookies_are_dropped_and_the_visit_still_works(
+    browser: Browser,
+    shop: str,
+    rt: Runtime,
+    sessions: sessionmaker[Session],
+    cookies: dict[str, str],
+    sent: dict[str, int],
+) -> None:
+    body, row = visit_with_cookies(browser, shop, rt, sessions, **cookies)
+    assert {name: len(body[name]) for name in ("ga", "fbp") if name in body} == sent
+    assert (row.ga_client_id, row.fbp) == ("", "")
+    assert row.source == "baidu"

@@ -209,6 +209,77 @@ def test_bad_input_is_a_400_naming_the_field(client: FlaskClient, body: Any, fie
     assert field in response.get_json()["fields"]
 
 
+GA = "GA1.2.468604437.1611708469"
+FBP = "fb.1.1558571054389.1098115397"
+
+
+def stored_visit(rt: Runtime, sessions: sessionmaker[Session], answer: Any) -> Visit:
+    assert answer.status_code == 200, answer.get_json()
+    flush_history(rt.stores)
+    with sessions() as session:
+        row = session.get(Visit, answer.get_json()["visit"])
+        assert row is not None
+        return row
+
+
+def test_analytics_cookies_are_kept_with_the_visit(
+    client: FlaskClient, sessions: sessionmaker[Session], rt: Runtime
+) -> None:
+    row = stored_visit(rt, sessions, visit(client, ga=GA, fbp=FBP))
+    assert (row.ga_client_id, row.fbp) == ("468604437.1611708469", FBP)
+    bare = stored_visit(rt, sessions, visit(client, visitor="visitor-bare"))
+    assert (bare.ga_client_id, bare.fbp) == ("", "")
+
+
+@pytest.mark.parametrize(
+    ("ga", "fbp", "kept"),
+    [
+        ("GA1.1.1234567890.1700000000", "fb.2.1700000000000.42", ("1234567890.1700000000", True)),
+        ("GA1.2.<script>", "fb.1.<script>", ("", False)),
+        ("GA1.2.468604437", "fb.1.1558571054389", ("", False)),
+        ("GA1.2.468604437.1611708469.9", FBP + ".9", ("", False)),
+        ("GA2.2.468604437.1611708469", "FB.1.1558571054389.1098115397", ("", False)),
+        ("GA1.2.468604437.1611708469 ", " " + FBP, ("", False)),
+        ("GA1.2.４６８.１６１", "fb.1.１５５.１０９", ("", False)),  # digits, but not ASCII ones
+        # 64 characters, digits and dots in their places, but parts over 20 digits
+        ("GA1.2." + "4" * 29 + "." + "1" * 28, "fb.1." + "1" * 30 + "." + "2" * 28, ("", False)),
+        (None, None, ("", False)),
+        ("", "", ("", False)),
+    ],
+)
+def test_analytics_cookies_of_another_shape_are_dropped_and_the_visit_goes_on(
+    client: FlaskClient,
+    sessions: sessionmaker[Session],
+    rt: Runtime,
+    ga: str | None,
+    fbp: str | None,
+    kept: tuple[str, bool],
+) -> None:
+    answer = visit(client, ga=ga, fbp=fbp)
+    assert answer.get_json()["numbers"], "the visit got its number"
+    row = stored_visit(rt, sessions, answer)
+    assert (row.ga_client_id, row.fbp) == (kept[0], fbp if kept[1] else "")
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"ga": 468604437.1611708469},
+        {"ga": ["GA1.2.468604437.1611708469"]},
+        {"fbp": {"value": FBP}},
+        {"fbp": True},
+        {"ga": "GA1.2." + "4" * 494},  # 500 characters: the snippet sends at most 64
+        {"fbp": "fb.1.\x00.1"},
+    ],
+)
+def test_analytics_cookie_fields_of_a_wrong_type_or_size_are_a_400_naming_them(
+    client: FlaskClient, extra: dict[str, Any]
+) -> None:
+    response = visit(client, **extra)
+    assert response.status_code == 400
+    assert set(response.get_json()["fields"]) == set(extra)
+
+
 def test_oversized_body_is_refused(client: FlaskClient) -> None:
     response = post(client, "/v1/visits", "{" + " " * 100_000 + "}")
     assert response.status_code == 413

@@ -115,15 +115,16 @@ def _throughput(app: object, receiver: Receiver, calls: int, echo: Callable[[str
             if not attribute_pending(session, watermark):
                 break
     queued = _pending(runtime)
-    receiver.clear()
+    before = len(receiver.requests)
     began = time.perf_counter()
     tries = 0
-    while _pending(runtime):
-        tries += deliver(runtime.stores.sessions)
+    while sent := deliver(runtime.stores.sessions):  # until none is due (a failure waits)
+        tries += sent
     took = time.perf_counter() - began
+    left = _pending(runtime)
     echo(
         f"delivery: {queued} queued conversions sent in {took:.2f} s = {queued / took:.0f}/s "
-        f"({len(receiver.requests)} requests received, {tries} tries)"
+        f"({len(receiver.requests) - before} requests received, {tries} tries, {left} left)"
     )
 
 
@@ -144,20 +145,22 @@ def _lag(
         target=run_worker, args=(lambda: work_once(runtime.stores), interval, stop), daemon=True
     )
     worker.start()
-    receiver.clear()
+    before = len(receiver.requests)
     arrived: dict[str, float] = {}
     posted: dict[str, float] = {}
+    posted_at: dict[str, datetime] = {}
     total = int(seconds * rate)
     try:
         for n in range(total):
             now = datetime.now(UTC) - timedelta(seconds=20)  # the call starts now
             body = _visit_and_call(app, n, now, "l")
             posted[f"l{n:07d}"] = time.monotonic()
+            posted_at[f"l{n:07d}"] = datetime.now(UTC)
             _post(client, body)
             time.sleep(max(0.0, 1 / rate))
         deadline = time.monotonic() + 60
         while len(arrived) < total and time.monotonic() < deadline:
-            for request in receiver.requests:
+            for request in receiver.requests[before:]:
                 for item in request.json().get("conversionTypes", []):
                     tag = item["logidUrl"].rsplit("=", 1)[-1]
                     arrived.setdefault(tag, request.at)
@@ -165,13 +168,21 @@ def _lag(
     finally:
         stop.set()
         worker.join(30)
+    with runtime.stores.sessions() as session:
+        queued = {
+            row.conversion["landing_url"].rsplit("=", 1)[-1]: row.created_at
+            for row in session.scalars(select(Postback).where(Postback.call_id.is_not(None)))
+        }
+    waits = sorted((queued[t] - posted_at[t]).total_seconds() for t in posted_at if t in queued)
     lags = sorted(arrived[tag] - posted[tag] for tag in arrived)
-    if not lags:
-        echo("lag: no conversion arrived")
-        return
-    p99 = lags[max(0, int(len(lags) * 0.99) - 1)]
-    echo(
-        f"lag, call record received -> conversion at the receiver ({len(lags)} of {total} calls, "
-        f"{rate:g}/s, worker round every {interval:g} s): p50 {statistics.median(lags):.2f} s, "
-        f"p99 {p99:.2f} s, max {lags[-1]:.2f} s"
-    )
+    rule = f"{total} calls at {rate:g}/s, a worker round every {interval:g} s"
+    echo(f"lag, call record received -> attributed and queued ({rule}): {_spread(waits)}")
+    echo(f"lag, call record received -> conversion at the receiver: {_spread(lags)}")
+
+
+def _spread(seconds: list[float]) -> str:
+    if not seconds:
+        return "none arrived"
+    p99 = seconds[max(0, int(len(seconds) * 0.99) - 1)]
+    median = statistics.median(seconds)
+    return f"{len(seconds)} calls, p50 {median:.2f} s, p99 {p99:.2f} s, max {seconds[-1]:.2f} s"

@@ -57,9 +57,11 @@ local id = 0
 setup = function(thread) id = id + 1; thread:set("id", id) end
 request = function()
   n = n + 1
+  -- As the snippet sends it from a page with Google Analytics and Meta's pixel on it.
   local body = string.format('{"site":"bench","visitor":"v%%d-%%d-%%d","url":'
-    .. '"http://127.0.0.1/p?utm_source=baidu&utm_medium=cpc&utm_term=kw%%d","referrer":""}',
-    id, math.random(1, 1000000000), n, n %% 50)
+    .. '"http://127.0.0.1/p?utm_source=baidu&utm_medium=cpc&utm_term=kw%%d","referrer":"",'
+    .. '"ga":"GA1.2.%%d.1611708469","fbp":"fb.1.1558571054389.%%d"}',
+    id, math.random(1, 1000000000), n, n %% 50, n, n)
   return wrk.format("POST", "/v1/visits", %(headers)s, body)
 end
 """

@@ -61,6 +61,10 @@ def create_visit() -> Response:
     url = fields.url("url")
     referrer = fields.text("referrer", max_len=2048, required=False)
     opt_out = fields.boolean("opt_out")
+    # The page's `_ga` and `_fbp` cookies (the snippet sends at most 64 characters of each);
+    # the visit keeps them only if they have their tags' shape (dni.visits).
+    ga_cookie = fields.text("ga", max_len=64, required=False)
+    fbp_cookie = fields.text("fbp", max_len=64, required=False)
     fields.check()
     site = rt.sites.get(site_key)
     if site is None:
@@ -73,6 +77,8 @@ def create_visit() -> Response:
         user_agent=request.headers.get("User-Agent", ""),
         ip=request.remote_addr or "",
         opt_out=opt_out,
+        ga_cookie=ga_cookie,
+        fbp_cookie=fbp_cookie,
     )
     return _respond(rt.visits.visit(site, data, rt.now()), origin)
 

@@ -316,30 +316,37 @@
 
   // ---- The visitor id: a first-party cookie on the registrable domain, also in localStorage.
 
+  // A first-party cookie of the page: the first 8 to 64 letters, digits, dots, hyphens or
+  // underscores of its value; undefined (so left out of a request body) when it has none.
+  function cookie(name) {
+    return (d.cookie.match('(?:^|; )' + name + '=([\\w.-]{8,64})') || [])[1];
+  }
+
   function visitorId() {
-    const cookie = d.cookie.match(/(?:^|; )_dni_v=([\w.-]{8,64})/);
-    const id = (cookie && cookie[1]) || (storage && storage.getItem('_dni_v')) ||
+    const id = cookie('_dni_v') || (storage && storage.getItem('_dni_v')) ||
       'v' + Math.random().toString(36).slice(2) + Date.now().toString(36);
     cookieDomains(location.hostname).some((domain) => {
       d.cookie = '_dni_v=' + id + FOR_A_YEAR + domain;
-      return d.cookie.includes('_dni_v=' + id);
+      return cookie('_dni_v') === id;
     });
     if (storage) storage.setItem('_dni_v', id);
     return id;
   }
 
   function optedOut() {
-    return /(?:^|; )_dni_optout=1/.test(d.cookie) ||
+    return d.cookie.match('(?:^|; )_dni_optout=1') ||
       (storage && storage.getItem('_dni_optout') === '1');
   }
 
   // ---- The API: text/plain JSON bodies (no CORS preflight); any failure restores the page.
 
+  // POST to `path` under /v1/visits.
   function send(path, body) {
-    // Same-origin credentials only (the default): the API never sees the shop's cookies.
+    // Same-origin credentials only (the default): the API gets none of the shop's cookies but
+    // the ones a body names.
     const abort = new AbortController();
     setTimeout(() => abort.abort(), 5000);  // a no-op once the answer is in
-    return fetch(apiOrigin + path, {
+    return fetch(apiOrigin + '/v1/visits' + path, {
       method: 'POST', body: JSON.stringify(body), keepalive: true, signal: abort.signal,
     }).then((response) => {
       if (response.status === 404 && visit) { visit = null; return startVisit(); }  // visit expired
@@ -368,15 +375,19 @@
     numbers = [];
   }
 
+  // With the page's own Google Analytics client and Meta browser ids (cookies `_ga`, `_fbp`,
+  // there only when the page's consent let those tags set them), for the conversions sent to
+  // those platforms. Read, never written; the server checks their shape.
   function startVisit() {
-    return send('/v1/visits', {
+    return send('', {
       site: config.site, visitor: visitorId(), url: currentUrl(), referrer: d.referrer,
+      ga: cookie('_ga'), fbp: cookie('_fbp'),
     });
   }
 
   function heartbeat() {
     if (!started) return;
-    return visit ? send('/v1/visits/' + visit + '/heartbeat', { url: currentUrl() }) : startVisit();
+    return visit ? send('/' + visit + '/heartbeat', { url: currentUrl() }) : startVisit();
   }
 
   // The page's URL, which the API is about to hear of.
