@@ -65,7 +65,7 @@ def clear_metrics_folder(_server: Any) -> None:
     folder = os.environ.get(MULTIPROC_ENV)
     if folder:
         shutil.rmtree(folder, ignore_errors=True)
-        os.makedirs(folder)
+        os.makedirs(folder, exist_ok=True)  # two servers of one instance (a benchmark) may race
 
 
 def forget_worker_metrics(_server: Any, worker: Any) -> None:

@@ -82,7 +82,7 @@ def _visit_and_call(app: object, n: int, now: datetime, tag: str) -> bytes:
     return json.dumps(
         {
             "call_id": f"{tag}-{n}",
-            "from": f"+86138{n:08d}",
+            "from": f"+86{138 if tag == 't' else 139}{n:08d}",  # each run its own callers
             "to": "+864008881234",
             "extension": answer.numbers[0].extension,
             "started_at": (now + timedelta(seconds=20)).isoformat(),

@@ -222,6 +222,18 @@ def read_json(body: bytes) -> Any:
         return None
 
 
+def read_code(status: int, body: bytes) -> Verdict | tuple[int, Mapping[str, Any]]:
+    """A 2xx answer's JSON `code` (0 for success on the Chinese platforms) with its document;
+    the verdict instead when the answer is not a 2xx or carries no code."""
+    if not 200 <= status < 300:
+        return judge_http(status, body)
+    document = read_json(body)
+    code = document.get("code") if isinstance(document, dict) else None
+    if not isinstance(code, int) or isinstance(code, bool):
+        return Verdict("retry", f"HTTP {status} without a code in the answer")
+    return code, document
+
+
 def sha256_hex(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 

@@ -17,8 +17,7 @@ from dni.postbacks import (
     Setting,
     Verdict,
     json_request,
-    judge_http,
-    read_json,
+    read_code,
 )
 
 API = "https://analytics.oceanengine.com/api/v2/conversion"
@@ -49,12 +48,10 @@ def request(destination: Destination, conversion: Conversion, http: requests.Ses
 
 
 def judge(status: int, body: bytes) -> Verdict:
-    if not 200 <= status < 300:
-        return judge_http(status, body)
-    document = read_json(body)
-    code = document.get("code") if isinstance(document, dict) else None
-    if not isinstance(code, int):
-        return Verdict("retry", f"HTTP {status} without a code in the answer")
+    found = read_code(status, body)
+    if isinstance(found, Verdict):
+        return found
+    code, document = found
     if code == 0:
         return Verdict("delivered")
     said = f"{code}: {document.get('message', '')}"[:300]

@@ -25,8 +25,7 @@ from dni.postbacks import (
     Setting,
     Verdict,
     json_request,
-    judge_http,
-    read_json,
+    read_code,
     sha256_hex,
 )
 
@@ -81,12 +80,10 @@ def request(destination: Destination, conversion: Conversion, http: requests.Ses
 
 
 def judge(status: int, body: bytes) -> Verdict:
-    if not 200 <= status < 300:
-        return judge_http(status, body)
-    document = read_json(body)
-    code = document.get("code") if isinstance(document, dict) else None
-    if not isinstance(code, int):
-        return Verdict("retry", f"HTTP {status} without a code in the answer")
+    found = read_code(status, body)
+    if isinstance(found, Verdict):
+        return found
+    code, document = found
     if code == 0:
         return Verdict("delivered")
     said = f"{code}: {document.get('message_cn') or document.get('message', '')}"[:300]
