@@ -111,12 +111,26 @@ class _Site:
     destinations: tuple[Destination, ...]
 
 
+DESTINATION_FIELDS = frozenset(Destination.__dataclass_fields__)
+
+
 def destinations(raw: Sequence[Mapping[str, Any]]) -> tuple[Destination, ...]:
-    """A site's `postbacks` column as `Destination`s."""
-    return tuple(
-        Destination(**{**item, "on": tuple(item["on"]), "settings": dict(item["settings"])})
-        for item in raw
-    )
+    """A site's `postbacks` column as `Destination`s. Written by `dni load` after validation;
+    a stored entry this dni cannot use (a platform it no longer has, written by another
+    release) is left out, logged, rather than stop the change that plans it."""
+    found = []
+    for item in raw:
+        try:
+            known = {k: v for k, v in item.items() if k in DESTINATION_FIELDS}
+            destination = Destination(
+                **{**known, "on": tuple(item["on"]), "settings": dict(item["settings"])}
+            )
+            platform(destination.platform)
+        except (KeyError, TypeError, ValueError, ImportError):
+            log.error("a stored [[site.postback]] is not usable, run `dni load`: %r", item)
+            continue
+        found.append(destination)
+    return tuple(found)
 
 
 def plan(session: Session, call_ids: Sequence[int], now: datetime) -> int:

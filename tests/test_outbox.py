@@ -519,3 +519,13 @@ def test_postbacks_test_sends_in_test_mode_or_delivers_the_queued_conversion(
     missing = CliRunner().invoke(main, [*test, "crm", "--call", "nope"])
     assert missing.exit_code == 1 and "call nope of this site" in missing.output
     assert len(rows(rt.stores.sessions)) == 4  # a test send queues nothing
+
+
+def test_a_stored_destination_this_dni_cannot_use_is_left_out() -> None:
+    good = {"name": "crm", "platform": "webhook", "on": ["call.created"], "settings": {}}
+    gone = {**good, "name": "old", "platform": "myspace"}
+    odd = {**good, "name": "new", "added_later": True}
+    assert [d.name for d in outbox.destinations([good, gone, odd, {"name": "broken"}])] == [
+        "crm",
+        "new",
+    ]

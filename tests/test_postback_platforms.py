@@ -578,6 +578,14 @@ def test_ga4_sends_a_backdated_lead_event_for_the_visit_client_id() -> None:
     }
 
 
+def test_ga4_sends_the_destination_consent_when_set() -> None:
+    destination = destinations()["ga4"]
+    settings = {**destination.settings, "ad_user_data": "GRANTED", "ad_personalization": "DENIED"}
+    request = ga4.request(replace(destination, settings=settings), CALL, requests.Session())
+    assert body(request)["consent"] == {"ad_user_data": "GRANTED", "ad_personalization": "DENIED"}
+    assert "consent" not in body(build("ga4", CALL, requests.Session()))
+
+
 def test_ga4_test_mode_goes_to_the_validation_server() -> None:
     request = build("ga4", replace(CALL, test=True), requests.Session())
     assert request.url.startswith("https://www.google-analytics.com/debug/mp/collect?")

@@ -1,7 +1,9 @@
 """Google Analytics 4 (DESIGN §10): a call's conversion sent with the Measurement Protocol as
 a recommended lead event for the visit's GA client id, backdated to the conversion (72 hours
 at most). The collect endpoint answers 2xx to anything; the debug endpoint, used by `dni
-postbacks test`, reports what it would refuse. GA4 drops no duplicates.
+postbacks test`, reports what it would refuse. GA4 drops no duplicates. Consent: only a visit
+whose page had a `_ga` cookie is sent (GA writes it only with analytics consent), with the
+destination's `ad_user_data` / `ad_personalization` as the request's consent.
 https://developers.google.com/analytics/devguides/collection/protocol/ga4/sending-events
 https://developers.google.com/analytics/devguides/collection/protocol/ga4/validating-events
 https://support.google.com/analytics/answer/9267735 (the recommended lead events)
@@ -42,6 +44,9 @@ SETTINGS = {
             "sale": "close_convert_lead",
         },
     ),
+    # Sent as the request's `consent`: what the shop's visitors agreed to for Google's ads.
+    "ad_user_data": Setting(required=False, pattern="GRANTED|DENIED"),
+    "ad_personalization": Setting(required=False, pattern="GRANTED|DENIED"),
 }
 CLICK_IDS: tuple[str, ...] = ()
 RETRACTS = False
@@ -49,6 +54,7 @@ DEDUPS = False
 TEST_MODE = True
 ASSISTS = False
 WINDOW = timedelta(hours=72)
+CONSENT = ("ad_user_data", "ad_personalization")
 
 
 def eligible(conversion: Conversion) -> str | None:
@@ -71,6 +77,9 @@ def request(destination: Destination, conversion: Conversion, http: requests.Ses
         "timestamp_micros": int(conversion.converted_at.timestamp() * 1_000_000),
         "events": [{"name": destination.value("event_name", conversion.event), "params": params}],
     }
+    consent = {k: v for k in CONSENT if (v := destination.optional(k))}
+    if consent:
+        document["consent"] = consent
     if conversion.test:
         document["validation_behavior"] = "ENFORCE_RECOMMENDATIONS"
     query = urlencode({"measurement_id": destination.value("measurement_id"), "api_secret": secret})
